@@ -1,0 +1,69 @@
+"""Run independent tasks (tiles, counties) locally: a plain loop or a process pool.
+
+Numba's parallel kernels must not be called from several threads, so parallelism across tasks
+uses processes, each with ``cores // workers`` Numba threads and its own GDAL block cache.
+A task's exception is captured and returned, never raised: one tile's failure never stops the others.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable, Iterable, Iterator
+
+log = logging.getLogger("tianyan")
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def worker_env(workers: int, gdal_cachemax_mb: int = 256) -> dict[str, str]:
+    """Environment for each worker: Numba threads x workers <= cores, bounded GDAL cache."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    return {"NUMBA_NUM_THREADS": str(threads), "GDAL_CACHEMAX": str(gdal_cachemax_mb),
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _init_worker(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    import numba  # noqa: PLC0415 - after the environment is set
+
+    numba.set_num_threads(min(int(env["NUMBA_NUM_THREADS"]), numba.config.NUMBA_NUM_THREADS))
+
+
+def run_tasks(func: Callable, items: Iterable, workers: int) -> Iterator[tuple[object, object, BaseException | None]]:
+    """Yield ``(item, result, error)`` for each item as it finishes.
+
+    ``workers == 1`` runs in this process, one after another; more start a spawn-context process
+    pool (spawn, not fork: forking a process whose Numba/GDAL threads are running is unsafe).
+    """
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            try:
+                yield item, func(item), None
+            except Exception as exc:  # noqa: BLE001 - captured per task, reported at the end
+                yield item, None, exc
+        return
+    env = worker_env(workers)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # spawned children inherit it before they import numba
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(env,)) as pool:
+            futures = {pool.submit(func, item): item for item in items}
+            for fut in as_completed(futures):
+                item = futures[fut]
+                try:
+                    yield item, fut.result(), None
+                except Exception as exc:  # noqa: BLE001
+                    yield item, None, exc
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,60 @@
+"""Province summary of a run (summary.json) and its printable HTML report."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import geopandas as gpd
+
+from pipeline.atomic import write_text
+
+
+def summarize(gdf: gpd.GeoDataFrame, *, quarter: str, packages: dict, outside: list[str],
+              failed_tiles: dict, failed_counties: dict, manifest: dict, overlay_report: dict) -> dict:
+    """Counts and areas per county / priority level / change type; polygons outside every county."""
+    def block(frame) -> dict:
+        return {"polygons": int(len(frame)),
+                "area_mu": round(float(frame["JCMJM"].sum()), 2) if len(frame) else 0.0,
+                "farmland_mu": round(float(frame["GDMJ"].sum()) * 3 / 2000, 2) if len(frame) else 0.0,
+                "basic_farmland_mu": round(float(frame["JBNTMJ"].sum()) * 3 / 2000, 2) if len(frame) else 0.0,
+                "by_level": {str(k): int(v) for k, v in frame["YXJ"].value_counts().sort_index().items()},
+                "by_type": {str(k): int(v) for k, v in frame["TBLX"].value_counts().sort_index().items()}}
+
+    counties = {}
+    for code, county in gdf[gdf["XZQDM"] != ""].groupby("XZQDM", sort=True):
+        counties[code] = {"name": county["XZQMC"].iloc[0], **block(county), "package": packages.get(code)}
+    return {"quarter": quarter, "dates": manifest.get("dates", {}), "run_id": manifest.get("run_id"),
+            "config_hash": manifest.get("config_hash"), "total": block(gdf), "counties": counties,
+            "outside_counties": outside, "failed_tiles": failed_tiles,
+            "failed_counties": failed_counties, "layers": overlay_report.get("layers", {})}
+
+
+def write_html(path: Path, summary: dict, title: str) -> None:
+    e = html.escape
+    rows = []
+    for code, c in summary["counties"].items():
+        levels = " / ".join(str(c["by_level"].get(str(k), 0)) for k in (1, 2, 3))
+        rows.append(f"<tr><td>{e(code)}</td><td>{e(c['name'])}</td><td>{c['polygons']}</td>"
+                    f"<td>{levels}</td><td>{c['area_mu']:.2f}</td><td>{c['farmland_mu']:.2f}</td>"
+                    f"<td>{c['basic_farmland_mu']:.2f}</td><td>{e(str(c['package'] or '未生成'))}</td></tr>")
+    t = summary["total"]
+    failed = "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in
+                     {**summary["failed_tiles"], **summary["failed_counties"]}.items())
+    outside = ", ".join(e(j) for j in summary["outside_counties"]) or "无"
+    doc = f"""<!DOCTYPE html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>{e(title)} {e(summary['quarter'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:nth-child(2){{text-align:left}}</style>
+</head><body>
+<h1>{e(title)} — {e(summary['quarter'])}</h1>
+<p>前时相 {e(summary['dates'].get('before', ''))}，后时相 {e(summary['dates'].get('after', ''))}；
+图斑 {t['polygons']} 个，面积 {t['area_mu']:.2f} 亩，其中耕地 {t['farmland_mu']:.2f} 亩、永久基本农田
+{t['basic_farmland_mu']:.2f} 亩。</p>
+<table><tr><th>行政区代码</th><th>行政区名称</th><th>图斑数</th><th>一/二/三级</th><th>面积(亩)</th>
+<th>耕地(亩)</th><th>永久基本农田(亩)</th><th>核查包</th></tr>
+{''.join(rows)}</table>
+<h2>不在任何县内的图斑</h2><p>{outside}</p>
+<h2>失败的瓦片或县</h2><ul>{failed or '<li>无</li>'}</ul>
+</body></html>
+"""
+    write_text(path, doc)

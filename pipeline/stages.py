@@ -1,0 +1,318 @@
+"""The stages of one quarterly run. Each reads what the previous one wrote in the run directory,
+so any stage can be rerun (``--from``) and a killed run resumes where it stopped.
+
+plan -> detect (per tile, in parallel) -> merge -> overlay -> batches -> export
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from rasterio.windows import Window
+
+from detect.classify import classify
+from detect.detector import HALO_PX, ChangeModel, DetectParams, detect_tile, fit_model
+from detect.merge import apply_mmu, merge_seams
+from detect.objects import tile_objects
+from overlay.overlay import overlay_changes
+from overlay.priority import prioritize, priority_from_dict
+from pipeline import report as run_report
+from pipeline.atomic import atomic_path, write_json
+from pipeline.batches import assign_batches
+from pipeline.config import Config
+from pipeline.executor import default_workers, run_tasks
+from pipeline.package import write_county_package
+from pipeline.quarter import Quarter
+from pipeline.rundir import RunDir, now_iso
+from pipeline.schema import VERDICT_FIELDS, order_columns
+from tiles.errors import InputError, TianyanError
+from tiles.grid import Grid, Tile, make_grid, make_tiles
+from tiles.imagery import DateImagery, open_date
+from tiles.reader import read_pair
+
+log = logging.getLogger("tianyan")
+
+STAGES = ("plan", "detect", "merge", "overlay", "batches", "export")
+FIT_PIXELS = 4_000_000  # the scene-wide fit sees about this many pixels
+
+
+@dataclass
+class Outcome:
+    """What a run ended with: failed tiles and counties are listed, never hidden."""
+
+    failed_tiles: dict[str, str] = field(default_factory=dict)
+    failed_counties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if (self.failed_tiles or self.failed_counties) else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome) -> None:
+    """Resolve imagery, build the grid and tiles, and fit the detector's scene-wide model."""
+    im, prev = cfg.imagery, quarter.previous()
+    dates = {}
+    for label in ("before", "after"):
+        dates[label] = open_date(label, im[label], im["bands"], quarter=str(quarter),
+                                 prev_quarter=str(prev), date_override=im[f"{label}_date"],
+                                 nodata_override=im["nodata"], cloud_pattern=im[f"cloud_mask_{label}"])
+    before, after = dates["before"], dates["after"]
+    if before.date >= after.date:
+        raise InputError(f"{after.files[0]}: the after date {after.date} is not later than the before "
+                         f"date {before.date} (check [imagery].before / after)")
+    grid = make_grid(before.files, after.files, crs=cfg.run["crs"], resolution=cfg.run["resolution"])
+    tiles = make_tiles(grid, cfg.run["tile_size"], HALO_PX)
+    params = DetectParams.from_dict(cfg.detect)
+    decimate = cfg.run["decimation"] or max(1, math.ceil(math.sqrt(grid.width * grid.height / FIT_PIXELS)))
+    b, a, valid = read_pair(before, after, grid, Window(0, 0, grid.width, grid.height),
+                            resampling=im["resampling"], decimate=decimate)
+    if not valid.any():
+        raise InputError(f"{before.files[0]} / {after.files[0]}: no pixel is valid in both dates "
+                         f"(all nodata or cloud)")
+    model = fit_model(b, a, valid, before.roles, params)
+    plan = {"quarter": str(quarter), "grid": grid.to_dict(), "halo": HALO_PX,
+            "tiles": [{"id": t.id, "row": t.row, "col": t.col,
+                       "core": [int(t.core.col_off), int(t.core.row_off), int(t.core.width), int(t.core.height)],
+                       "halo": [int(t.halo.col_off), int(t.halo.row_off), int(t.halo.width), int(t.halo.height)]}
+                      for t in tiles],
+            "before": before.to_dict(), "after": after.to_dict(), "decimation": decimate,
+            "resampling": im["resampling"], "params": cfg.detect, "model": model.to_dict()}
+    write_json(rd.path / "plan.json", plan)
+    manifest["inputs"] = {f: _file_stamp(f) for f in before.files + after.files
+                          + before.cloud_masks + after.cloud_masks
+                          + [spec["path"] for spec in cfg.layers.values()]}
+    manifest["dates"] = {"before": before.date, "after": after.date}
+    manifest["grid"] = grid.to_dict()
+    manifest["model"] = model.to_dict()
+    rd.event("plan", tiles=len(tiles), width=grid.width, height=grid.height, decimation=decimate)
+
+
+def _file_stamp(path: str) -> dict:
+    p = Path(path)
+    if not p.exists():
+        return {"missing": True}
+    st = p.stat()
+    return {"size": st.st_size, "mtime": _dt.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")}
+
+
+def load_plan(run_path: Path) -> dict:
+    return json.loads((Path(run_path) / "plan.json").read_text(encoding="utf-8"))
+
+
+def _tile_from_plan(t: dict) -> Tile:
+    return Tile(t["row"], t["col"], Window(*t["core"]), Window(*t["halo"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# detect (per tile)
+_PLAN_CACHE: dict[str, tuple] = {}
+
+
+def _worker_plan(run_path: str):
+    """The plan as objects, loaded once per worker process."""
+    if run_path not in _PLAN_CACHE:
+        plan = load_plan(Path(run_path))
+        _PLAN_CACHE[run_path] = (plan, Grid.from_dict(plan["grid"]),
+                                 DateImagery.from_dict(plan["before"]), DateImagery.from_dict(plan["after"]),
+                                 ChangeModel.from_dict(plan["model"]), DetectParams.from_dict(plan["params"]))
+    return _PLAN_CACHE[run_path]
+
+
+def detect_one_tile(task: tuple[str, dict]) -> dict:
+    """Worker task: read a tile with its halo, detect, polygonize the core, write the part file."""
+    run_path, t = task
+    plan, grid, before, after, model, params = _worker_plan(run_path)
+    tile = _tile_from_plan(t)
+    t0 = time.perf_counter()
+    b, a, valid = read_pair(before, after, grid, tile.halo, resampling=plan["resampling"])
+    t_read = time.perf_counter() - t0
+    core = tile.core_in_halo
+    if valid[core].any():
+        layers = detect_tile(b, a, valid, before.roles, model, params)
+        parts = tile_objects(layers, valid, core, grid.window_transform(tile.halo), grid.crs)
+    else:
+        parts = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
+    parts["TILE"] = tile.id
+    out = Path(run_path) / "tiles" / f"{tile.id}.parquet"
+    with atomic_path(out) as tmp:
+        parts.to_parquet(tmp)
+    return {"tile": tile.id, "objects": len(parts), "valid_px": int(valid[core].sum()),
+            "read_s": round(t_read, 3), "total_s": round(time.perf_counter() - t0, 3)}
+
+
+def stage_detect(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome,
+                 workers: int | None = None) -> None:
+    plan = load_plan(rd.path)
+    todo = [t for t in plan["tiles"] if not (rd.tiles / f"{t['id']}.parquet").exists()]
+    workers = workers or cfg.run["workers"] or default_workers()
+    workers = min(workers, max(1, len(todo)))
+    log.info("detect: %d of %d tiles to do on %d worker(s)", len(todo), len(plan["tiles"]), workers)
+    tasks = [(str(rd.path), t) for t in todo]
+    done = 0
+    for (_, t), result, error in run_tasks(detect_one_tile, tasks, workers):
+        if error is not None:
+            msg = str(error) if isinstance(error, TianyanError) else f"{type(error).__name__}: {error}"
+            outcome.failed_tiles[t["id"]] = msg
+            rd.event("tile_failed", tile=t["id"], error=msg)
+            log.error("tile %s failed: %s", t["id"], msg)
+        else:
+            done += 1
+            rd.event("tile", **result)
+    manifest["failed_tiles"] = outcome.failed_tiles
+
+
+# ---------------------------------------------------------------------------------------------
+# merge
+def stage_merge(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome) -> None:
+    """Join objects cut by tile seams, THEN apply the minimum mapping unit, then type them."""
+    plan = load_plan(rd.path)
+    crs = plan["grid"]["crs"]
+    frames = [gpd.read_parquet(p) for p in sorted(rd.tiles.glob("*.parquet"))]
+    frames = [f for f in frames if len(f)]
+    params = DetectParams.from_dict(cfg.detect)
+    if frames:
+        parts = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs)
+        merged = merge_seams(parts)
+        kept = apply_mmu(merged, params.min_area_m2)
+        objects = classify(kept)
+    else:
+        parts, merged = [], []
+        objects = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=crs)}, crs=crs)
+    with atomic_path(rd.path / "objects.parquet") as tmp:
+        objects.to_parquet(tmp)
+    manifest["counts"] = {"tile_parts": len(parts), "merged": len(merged), "after_mmu": len(objects)}
+    rd.event("merge", parts=len(parts), merged=len(merged), kept=len(objects))
+
+
+# ---------------------------------------------------------------------------------------------
+# overlay: county, areas, priority, identity
+def stage_overlay(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome) -> None:
+    objects = gpd.read_parquet(rd.path / "objects.parquet")
+    weights = priority_from_dict(cfg.priority)
+    gdf, report = overlay_changes(objects, cfg.layers)
+    gdf = prioritize(gdf, weights)
+    gdf["QSX"] = manifest["dates"]["before"]
+    gdf["HSX"] = manifest["dates"]["after"]
+    if "QQJCBH" not in gdf:
+        gdf["QQJCBH"] = ""
+    gdf = assign_jcbh(gdf, quarter)
+    for name in VERDICT_FIELDS:
+        gdf[name] = ""
+    gdf["PCBH"], gdf["PCXH"] = "", 0
+    write_changes(gdf, rd.path / "changes.gpkg")
+    outside = sorted(gdf.loc[gdf["XZQDM"] == "", "JCBH"].tolist())
+    write_json(rd.path / "overlay_report.json", {**_jsonable(report), "outside_counties": outside})
+    rd.event("overlay", polygons=len(gdf), outside=len(outside))
+
+
+def assign_jcbh(gdf: gpd.GeoDataFrame, quarter: Quarter) -> gpd.GeoDataFrame:
+    """JCBH = XZQDM + year + 'Q' + quarter + 5-digit sequence, deterministic: within a county by
+    priority level, then score (higher first), then position (north to south, west to east)."""
+    gdf = gdf.copy()
+    cent = gdf.geometry.representative_point()
+    gdf["_y"] = -np.round(cent.y.to_numpy(), 1)
+    gdf["_x"] = np.round(cent.x.to_numpy(), 1)
+    gdf["_score"] = -np.round(gdf["YXJF"].astype(float).to_numpy(), 6)
+    gdf["_code"] = gdf["XZQDM"].where(gdf["XZQDM"] != "", "000000")
+    gdf = gdf.sort_values(["_code", "YXJ", "_score", "_y", "_x"], kind="mergesort")
+    seq = gdf.groupby("_code").cumcount() + 1
+    gdf["JCBH"] = gdf["_code"] + f"{quarter.year}Q{quarter.q}" + seq.map("{:05d}".format)
+    gdf = gdf.drop(columns=["_y", "_x", "_score", "_code"])
+    return gdf.reset_index(drop=True)
+
+
+def write_changes(gdf: gpd.GeoDataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        order_columns(gdf).to_file(tmp, layer="changes", driver="GPKG", engine="pyogrio")
+
+
+def read_changes(path: Path) -> gpd.GeoDataFrame:
+    gdf = gpd.read_file(path, layer="changes", engine="pyogrio")
+    for name in ("XZQDM", "XZQMC", "PCBH", "QQJCBH", *VERDICT_FIELDS):
+        if name in gdf:
+            gdf[name] = gdf[name].fillna("").astype(str)
+    return gdf
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+def stage_batches(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome) -> None:
+    gdf = read_changes(rd.path / "changes.gpkg")
+    bc = cfg.batches
+    due = {i + 1: int(d) for i, d in enumerate(bc["due_days"])}
+    issue_date = _dt.date.fromisoformat(manifest.get("issue_date") or _dt.date.today().isoformat())
+    manifest["issue_date"] = issue_date.isoformat()
+    out = []
+    for code, county in gdf[gdf["XZQDM"] != ""].groupby("XZQDM", sort=True):
+        start = bc["start_points"].get(code)
+        out.append(assign_batches(county, max_per_batch=bc["max_per_batch"], max_span_km=bc["max_span_km"],
+                                  start_lonlat=tuple(start) if start else None, quarter=str(quarter),
+                                  xzqdm=code, issue_date=issue_date, due_days=due))
+    rest = gdf[gdf["XZQDM"] == ""]
+    if len(rest):
+        out.append(rest)
+    result = gpd.GeoDataFrame(pd.concat(out, ignore_index=True), crs=gdf.crs) if out else gdf
+    result = result.sort_values("JCBH", kind="mergesort").reset_index(drop=True)
+    write_changes(result, rd.path / "changes.gpkg")
+    rd.event("batches", batches=int(result.loc[result["PCBH"] != "", "PCBH"].nunique()) if len(result) else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+def stage_export(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome,
+                 counties: list[str] | None = None, formats: list[str] | None = None) -> None:
+    gdf = read_changes(rd.path / "changes.gpkg")
+    run_meta = {"run_id": manifest.get("run_id"), "config_hash": manifest.get("config_hash"),
+                "version": manifest.get("versions", {}).get("tianyan"), "quarter": str(quarter),
+                "name": cfg.run["name"], "dates": manifest.get("dates", {})}
+    formats = formats or cfg.export["formats"]
+    packages = {}
+    for code, county in gdf[gdf["XZQDM"] != ""].groupby("XZQDM", sort=True):
+        if counties and code not in counties:
+            continue
+        name = county["XZQMC"].iloc[0]
+        try:
+            path = write_county_package(county, rd.packages, xzqdm=code, xzqmc=name, quarter=str(quarter),
+                                        run_meta=run_meta, formats=formats)
+            packages[code] = path.name
+            rd.event("package", county=code, polygons=len(county), file=path.name)
+        except Exception as exc:  # noqa: BLE001 - one county's failure never stops the others
+            msg = str(exc) if isinstance(exc, TianyanError) else f"{type(exc).__name__}: {exc}"
+            outcome.failed_counties[code] = msg
+            rd.event("package_failed", county=code, error=msg)
+            log.error("county %s package failed: %s", code, msg)
+    overlay_report = json.loads((rd.path / "overlay_report.json").read_text(encoding="utf-8"))
+    summary = run_report.summarize(gdf, quarter=str(quarter), packages=packages,
+                                   outside=overlay_report.get("outside_counties", []),
+                                   failed_tiles=manifest.get("failed_tiles", {}),
+                                   failed_counties=outcome.failed_counties, manifest=manifest,
+                                   overlay_report=overlay_report)
+    write_json(rd.path / "summary.json", summary)
+    run_report.write_html(rd.path / "report.html", summary, cfg.run["name"])
+    manifest["failed_counties"] = outcome.failed_counties
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return obj
+
+
+STAGE_FUNCS = {"plan": stage_plan, "detect": stage_detect, "merge": stage_merge,
+               "overlay": stage_overlay, "batches": stage_batches, "export": stage_export}
