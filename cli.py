@@ -76,9 +76,11 @@ def main(verbose: int, quiet: int) -> None:
       tianyan demo --out demo
       tianyan run --config demo/demo.toml --quarter 2026Q3
     """
-    level = logging.INFO + 10 * (quiet - verbose)
-    logging.basicConfig(level=max(logging.DEBUG, min(logging.CRITICAL, level)), stream=sys.stderr,
+    level = max(logging.DEBUG, min(logging.CRITICAL, logging.INFO + 10 * (quiet - verbose)))
+    # Tianyan's own messages at the chosen level; libraries' only with -vv.
+    logging.basicConfig(level=logging.DEBUG if verbose >= 2 else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(level)
     os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 
@@ -170,6 +172,37 @@ def _summary_text(summary: dict, run_path: Path) -> str:
                  f"{' '.join(summary['outside_counties'])}")
     lines.append(f"outputs: {run_path}/changes.gpkg, {run_path}/packages/, {run_path}/report.html")
     return "\n".join(lines)
+
+
+@main.command()
+@click.argument("before", type=click.Path(dir_okay=False))
+@click.argument("after", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output GeoPackage.")
+@click.option("--bands", help="Role of each band in file order, e.g. blue,green,red,nir ('-' skips one).")
+@click.option("--min-area", type=click.FloatRange(min=0), help="Minimum mapping unit in m² (default 200).")
+@click.option("--tile-size", type=click.IntRange(min=64), default=2048, show_default=True)
+@click.option("--probability", type=click.Path(dir_okay=False), help="Also write the change probability (COG).")
+@handle_errors
+def detect(before, after, out, bands, min_area, tile_size, probability):
+    """Detect change on one pair of rasters (no overlay), for ad hoc checks.
+
+    \b
+    Example:
+      tianyan detect before.tif after.tif -o changes.gpkg --bands blue,green,red,nir
+    """
+    from pipeline.pair import detect_pair
+    from tiles.errors import ConfigError
+
+    roles = None
+    if bands:
+        roles = [b.strip() for b in bands.split(",")]
+        from pipeline.config import BAND_ROLES
+        bad = [r for r in roles if r not in BAND_ROLES]
+        if bad:
+            raise ConfigError(f"--bands: unknown role {bad[0]!r} (use blue, green, red, nir, swir or -)")
+    result = detect_pair(before, after, out, bands=roles, min_area_m2=min_area, tile_size=tile_size,
+                         probability=probability)
+    click.echo(f"{len(result)} change polygon(s) -> {out}")
 
 
 @main.command()

@@ -73,13 +73,7 @@ def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcom
     grid = make_grid(before.files, after.files, crs=cfg.run["crs"], resolution=cfg.run["resolution"])
     tiles = make_tiles(grid, cfg.run["tile_size"], HALO_PX)
     params = DetectParams.from_dict(cfg.detect)
-    decimate = cfg.run["decimation"] or max(1, math.ceil(math.sqrt(grid.width * grid.height / FIT_PIXELS)))
-    b, a, valid = read_pair(before, after, grid, Window(0, 0, grid.width, grid.height),
-                            resampling=im["resampling"], decimate=decimate)
-    if not valid.any():
-        raise InputError(f"{before.files[0]} / {after.files[0]}: no pixel is valid in both dates "
-                         f"(all nodata or cloud)")
-    model = fit_model(b, a, valid, before.roles, params)
+    model, decimate = fit_scene_model(before, after, grid, params, cfg.run["decimation"], im["resampling"])
     plan = {"quarter": str(quarter), "grid": grid.to_dict(), "halo": HALO_PX,
             "tiles": [{"id": t.id, "row": t.row, "col": t.col,
                        "core": [int(t.core.col_off), int(t.core.row_off), int(t.core.width), int(t.core.height)],
@@ -95,6 +89,23 @@ def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcom
     manifest["grid"] = grid.to_dict()
     manifest["model"] = model.to_dict()
     rd.event("plan", tiles=len(tiles), width=grid.width, height=grid.height, decimation=decimate)
+
+
+def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params: DetectParams,
+                    decimation: int = 0, resampling: str = "bilinear") -> tuple[ChangeModel, int]:
+    """Fit the detector's scene-wide model on a regular sample of the whole grid.
+
+    Fitting once for the scene (not per tile) makes every tile use the same normalisation and
+    statistics, so results do not depend on where tile edges fall. ``decimation`` 0 samples about
+    FIT_PIXELS pixels; memory is bounded by that, not by the scene size.
+    """
+    decimate = decimation or max(1, math.ceil(math.sqrt(grid.width * grid.height / FIT_PIXELS)))
+    b, a, valid = read_pair(before, after, grid, Window(0, 0, grid.width, grid.height),
+                            resampling=resampling, decimate=decimate)
+    if not valid.any():
+        raise InputError(f"{before.files[0]} / {after.files[0]}: no pixel is valid in both dates "
+                         f"(all nodata or cloud)")
+    return fit_model(b, a, valid, before.roles, params), decimate
 
 
 def _file_stamp(path: str) -> dict:
@@ -128,25 +139,37 @@ def _worker_plan(run_path: str):
     return _PLAN_CACHE[run_path]
 
 
-def detect_one_tile(task: tuple[str, dict]) -> dict:
-    """Worker task: read a tile with its halo, detect, polygonize the core, write the part file."""
-    run_path, t = task
-    plan, grid, before, after, model, params = _worker_plan(run_path)
-    tile = _tile_from_plan(t)
+def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: ChangeModel,
+                 params: DetectParams, tile: Tile, resampling: str = "bilinear"):
+    """Read a tile with its halo, detect, and polygonize its core.
+
+    Returns ``(parts, layers, valid, read_seconds)``; ``layers`` is None when the core holds no
+    valid pixel (nothing is detected there, and nothing beyond the read is computed).
+    """
     t0 = time.perf_counter()
-    b, a, valid = read_pair(before, after, grid, tile.halo, resampling=plan["resampling"])
+    b, a, valid = read_pair(before, after, grid, tile.halo, resampling=resampling)
     t_read = time.perf_counter() - t0
     core = tile.core_in_halo
+    layers = None
     if valid[core].any():
         layers = detect_tile(b, a, valid, before.roles, model, params)
         parts = tile_objects(layers, valid, core, grid.window_transform(tile.halo), grid.crs)
     else:
         parts = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
     parts["TILE"] = tile.id
-    out = Path(run_path) / "tiles" / f"{tile.id}.parquet"
-    with atomic_path(out) as tmp:
+    return parts, layers, valid, t_read
+
+
+def detect_one_tile(task: tuple[str, dict]) -> dict:
+    """Worker task: process one tile of a run and write its part file atomically."""
+    run_path, t = task
+    plan, grid, before, after, model, params = _worker_plan(run_path)
+    tile = _tile_from_plan(t)
+    t0 = time.perf_counter()
+    parts, _, valid, t_read = process_tile(grid, before, after, model, params, tile, plan["resampling"])
+    with atomic_path(Path(run_path) / "tiles" / f"{tile.id}.parquet") as tmp:
         parts.to_parquet(tmp)
-    return {"tile": tile.id, "objects": len(parts), "valid_px": int(valid[core].sum()),
+    return {"tile": tile.id, "objects": len(parts), "valid_px": int(valid[tile.core_in_halo].sum()),
             "read_s": round(t_read, 3), "total_s": round(time.perf_counter() - t0, 3)}
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pyogrio
-
+from overlay.layers import layer_info
 from pipeline.config import Config
 from pipeline.quarter import Quarter
 from tiles.errors import TianyanError
@@ -52,24 +51,12 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
 
 
 def _check_layer(name: str, spec: dict) -> tuple[str, str, str]:
-    what, path = f"layers.{name}", spec["path"]
-    if not Path(path).exists():
-        return ("ERROR", what, f"{path}: file not found (check [layers.{name}].path)")
+    what = f"layers.{name}"
     try:
-        layers = [row[0] for row in pyogrio.list_layers(path)]
-        layer = spec.get("layer") or (layers[0] if len(layers) == 1 else None)
-        if layer is None:
-            return ("ERROR", what, f"{path}: has layers {layers}; set [layers.{name}].layer")
-        if layer not in layers:
-            return ("ERROR", what, f"{path}: no layer {layer!r} (has {', '.join(layers)})")
-        info = pyogrio.read_info(path, layer=layer, encoding=spec.get("encoding"))
+        info = layer_info(spec)
+    except TianyanError as exc:
+        return ("ERROR", what, str(exc))
     except Exception as exc:  # noqa: BLE001 - any driver error is a finding
-        return ("ERROR", what, f"{path}: cannot be read ({exc})")
-    if not info.get("crs"):
-        return ("ERROR", what, f"{path}: layer {layer!r} has no CRS (define it, e.g. with a .prj)")
-    fields = list(info["fields"])
-    for key in ("code_field", "name_field", "zone_field"):
-        if spec.get(key) and spec[key] not in fields:
-            return ("ERROR", what, f"{path}: layer {layer!r} has no field {spec[key]!r} "
-                                   f"([layers.{name}].{key}; fields: {', '.join(fields)})")
-    return ("OK", what, f"{info['features']} features, {info['crs']}")
+        return ("ERROR", what, f"{spec['path']}: cannot be read ({exc})")
+    count = f"{info['features']} features" if info["features"] >= 0 else "features not counted"
+    return ("OK", what, f"layer {info['layer']!r}, {count}, {info['crs'].to_string()}")

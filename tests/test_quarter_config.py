@@ -90,3 +90,10 @@ def test_config_hash_changes_with_settings(tmp_path):
     a = load_config(minimal_toml(tmp_path)).hash
     b = load_config(minimal_toml(tmp_path, "[batches]\nmax_per_batch = 10")).hash
     assert a != b and len(a) == 16
+
+
+def test_default_toml_documents_the_priority_defaults():
+    from overlay.priority import DEFAULT_PRIORITY
+
+    doc = tomllib.loads((REPO / "configs" / "default.toml").read_text(encoding="utf-8"))
+    assert doc["priority"] == DEFAULT_PRIORITY

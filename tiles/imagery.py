@@ -56,22 +56,39 @@ def expand(pattern: str, quarter: str, prev_quarter: str, key: str) -> list[str]
 def open_date(label: str, pattern: str, roles_config: list[str], *, quarter: str, prev_quarter: str,
               date_override: str = "", nodata_override: float = -1,
               cloud_pattern: str = "") -> DateImagery:
-    """Resolve and check one date's imagery; raise InputFileError naming the file and the fix."""
-    key = label
-    files = expand(pattern, quarter, prev_quarter, key)
+    """Resolve one configured date (globs with placeholders) and check it; see ``open_files``."""
+    files = expand(pattern, quarter, prev_quarter, label)
     if not files:
-        raise InputFileError(f"[imagery].{key}: no file matches {pattern.format(quarter=quarter, prev_quarter=prev_quarter)!r} "
+        raise InputFileError(f"[imagery].{label}: no file matches "
+                             f"{pattern.format(quarter=quarter, prev_quarter=prev_quarter)!r} "
                              f"(check the path and the quarter)")
+    masks = expand(cloud_pattern, quarter, prev_quarter, f"cloud_mask_{label}") if cloud_pattern else []
+    if cloud_pattern and not masks:
+        raise InputFileError(f"[imagery].cloud_mask_{label}: no file matches "
+                             f"{cloud_pattern.format(quarter=quarter, prev_quarter=prev_quarter)!r}")
+    return open_files(label, files, roles_config, date_override=date_override,
+                      nodata_override=nodata_override, cloud_masks=masks)
+
+
+def open_files(label: str, files: list[str], roles_config: list[str], *, date_override: str = "",
+               nodata_override: float = -1, cloud_masks: list[str] | None = None,
+               require_date: bool = True) -> DateImagery:
+    """Check the files of one date (readable, CRS, enough bands) and find its acquisition date.
+
+    Raises InputFileError naming the file and the fix.
+    """
     roles = tuple(r for r in roles_config if r != "-")
     indexes = tuple(i + 1 for i, r in enumerate(roles_config) if r != "-")
     nodatas, crss, dates = [], [], []
     for f in files:
+        if not Path(f).exists():
+            raise InputFileError(f"{f}: file not found")
         try:
             with rasterio.open(f) as src:
                 if src.crs is None:
                     raise InputFileError(f"{f}: has no CRS (assign one, e.g. gdal_edit.py -a_srs EPSG:4545)")
                 if src.count < max(indexes):
-                    raise InputFileError(f"{f}: has {src.count} bands but [imagery].bands names "
+                    raise InputFileError(f"{f}: has {src.count} bands but the band roles name "
                                          f"{len(roles_config)} ({', '.join(roles_config)})")
                 nodatas.append(nodata_override if nodata_override != -1 else src.nodata)
                 crss.append(src.crs.to_string())
@@ -82,16 +99,14 @@ def open_date(label: str, pattern: str, roles_config: list[str], *, quarter: str
         date = _check_iso(date_override, f"[imagery].{label}_date")
     else:
         known = sorted(d for d in dates if d)
-        if not known:
+        if not known and not require_date:
+            known = [""]
+        elif not known:
             raise InputFileError(f"{files[0]}: no acquisition date in the metadata or the file name "
                                  f"(set [imagery].{label}_date = \"YYYY-MM-DD\")")
         date = known[len(known) // 2]
-    masks = expand(cloud_pattern, quarter, prev_quarter, f"cloud_mask_{label}") if cloud_pattern else []
-    if cloud_pattern and not masks:
-        raise InputFileError(f"[imagery].cloud_mask_{label}: no file matches "
-                             f"{cloud_pattern.format(quarter=quarter, prev_quarter=prev_quarter)!r}")
-    return DateImagery(label=label, files=files, roles=roles, indexes=indexes, date=date,
-                       nodata=nodatas, crs=crss, cloud_masks=masks)
+    return DateImagery(label=label, files=list(files), roles=roles, indexes=indexes, date=date,
+                       nodata=nodatas, crs=crss, cloud_masks=list(cloud_masks or []))
 
 
 def _date_of(src, path: str) -> str:
