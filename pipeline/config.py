@@ -51,7 +51,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "start_points": {},   # XZQDM -> [lon, lat] of the county seat (batch start)
     },
     "export": {
-        "formats": ["gpkg", "xlsx"],
+        "formats": ["gpkg", "shp", "kmz", "xlsx", "chips", "html", "qgis"],
         "shp_encoding": "UTF-8",
     },
 }

@@ -22,11 +22,13 @@ from detect.classify import classify
 from detect.detector import HALO_PX, ChangeModel, DetectParams, detect_tile, fit_model
 from detect.merge import apply_mmu, merge_seams
 from detect.objects import tile_objects
+from overlay.layers import code_text, read_layer
 from overlay.overlay import overlay_changes
 from overlay.priority import prioritize, priority_from_dict
 from pipeline import report as run_report
 from pipeline.atomic import atomic_path, write_json
 from pipeline.batches import assign_batches
+from pipeline.chip_reader import grid_chip_reader
 from pipeline.config import Config
 from pipeline.executor import default_workers, run_tasks
 from pipeline.package import write_county_package
@@ -294,19 +296,30 @@ def stage_batches(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, out
 # export
 def stage_export(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome,
                  counties: list[str] | None = None, formats: list[str] | None = None) -> None:
+    """One package per county (a county's failure is recorded, the others go on), then the
+    province summary and report."""
     gdf = read_changes(rd.path / "changes.gpkg")
+    plan = load_plan(rd.path)
+    grid = Grid.from_dict(plan["grid"])
+    read_chip = grid_chip_reader(DateImagery.from_dict(plan["before"]), DateImagery.from_dict(plan["after"]),
+                                 grid, resampling=plan["resampling"])
     run_meta = {"run_id": manifest.get("run_id"), "config_hash": manifest.get("config_hash"),
                 "version": manifest.get("versions", {}).get("tianyan"), "quarter": str(quarter),
                 "name": cfg.run["name"], "dates": manifest.get("dates", {})}
     formats = formats or cfg.export["formats"]
+    boundaries = _county_boundaries(cfg, gdf, grid.crs)
     packages = {}
     for code, county in gdf[gdf["XZQDM"] != ""].groupby("XZQDM", sort=True):
         if counties and code not in counties:
             continue
         name = county["XZQMC"].iloc[0]
+        start = cfg.batches["start_points"].get(code)
         try:
             path = write_county_package(county, rd.packages, xzqdm=code, xzqmc=name, quarter=str(quarter),
-                                        run_meta=run_meta, formats=formats)
+                                        run_meta=run_meta, formats=formats, read_chip=read_chip,
+                                        shp_encoding=cfg.export["shp_encoding"],
+                                        start_lonlat=tuple(start) if start else None,
+                                        boundary=boundaries.get(code))
             packages[code] = path.name
             rd.event("package", county=code, polygons=len(county), file=path.name)
         except Exception as exc:  # noqa: BLE001 - one county's failure never stops the others
@@ -323,6 +336,17 @@ def stage_export(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outc
     write_json(rd.path / "summary.json", summary)
     run_report.write_html(rd.path / "report.html", summary, cfg.run["name"])
     manifest["failed_counties"] = outcome.failed_counties
+
+
+def _county_boundaries(cfg: Config, gdf: gpd.GeoDataFrame, crs: str) -> dict:
+    """County outlines (processing CRS) around the changes, for the packages' maps."""
+    if not len(gdf):
+        return {}
+    spec = cfg.layers["counties"]
+    counties = read_layer(spec, bbox=tuple(gdf.total_bounds), bbox_crs=gdf.crs,
+                          columns=[spec["code_field"]]).to_crs(crs)
+    codes = code_text(counties[spec["code_field"]])
+    return {str(c): g for c, g in zip(codes, counties.geometry)}
 
 
 def _jsonable(obj):

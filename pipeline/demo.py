@@ -1,0 +1,211 @@
+"""The demo region: a seeded, synthetic but physically honest quarter of data near Beihai.
+
+:func:`make_demo` writes two dates of 4-band 2 m imagery (EPSG:4545) with a cloud mask, six
+reference layers (EPSG:4490), the ground truth and a run configuration. The scene is built to
+make a naive band-difference detector fail: ~40 % of the fields change with the crop season
+(green-up, harvest, flooding of paddies), the after date has another gain/offset and noise, a
+sub-pixel misregistration, clouds with shadows, and terrain lit from another sun; the before
+scene has a nodata edge. The ~70 true land-use changes (all TBLX types) sit where overlays and
+tiling are hard: on basic farmland, in the red line, in a protected core zone, on approved
+land, across tile lines and county borders, and outside every county.
+
+The pieces: :mod:`~pipeline.demo_scene` (grid, dates), :mod:`~pipeline.demo_landscape`
+(vectors), :mod:`~pipeline.demo_changes` (truth), :mod:`~pipeline.demo_spectra` (reflectance),
+:mod:`~pipeline.demo_clouds`, :mod:`~pipeline.demo_render` (DN), :mod:`~pipeline.demo_layers`
+(writing layers and truth).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from rasterio.features import rasterize
+
+from pipeline.atomic import atomic_path, write_text
+from pipeline.demo_changes import place_changes
+from pipeline.demo_clouds import make_clouds
+from pipeline.demo_landscape import build_landscape
+from pipeline.demo_layers import write_layers, write_truth
+from pipeline.demo_render import (SUN_AFTER, SUN_BEFORE, Radiometry, object_ids, render_after,
+                                  render_before, smooth_noise, terrain_factor)
+from pipeline.demo_scene import CRS_PROC, Scene, quarter_dates
+from pipeline.demo_spectra import object_table
+from tiles.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BANDS = ("blue", "green", "red", "nir")
+MIN_SIZE = 400      # px: below this the landscape (hill, counties, coast) does not fit
+BLOCK = 256         # px, GeoTIFF tile size
+RUN_NAME = "北海示范区 2026 年第三季度卫片"
+
+
+def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int = 1024,
+              seed: int = 20260930, quarter: str = "2026Q3") -> dict:
+    """Generate the demo region under ``out_dir`` (deterministic for a given seed).
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Folder to write into (created; existing demo files are replaced).
+    width, height : int
+        Scene size in 2 m pixels (default 6 x 6 km); at least 400.
+    tile_size : int
+        Processing tile size in pixels written to ``demo.toml``; tile lines (multiples of it)
+        are where some true changes are placed across tiles.
+    seed : int
+        Seed of every random choice; the same seed gives identical arrays and layers.
+    quarter : str
+        After quarter, e.g. ``"2026Q3"``; the before date lies in the previous quarter.
+
+    Returns
+    -------
+    dict
+        ``Path`` of each file written: ``before``, ``after``, ``cloud_after`` (imagery),
+        ``counties``, ``dltb``, ``yjjbnt``, ``sthx``, ``zrbhd``, ``pzyd`` (layers),
+        ``truth`` (truth.gpkg, layers ``truth`` and ``seasonal``) and ``config`` (demo.toml).
+
+    Examples
+    --------
+    >>> paths = make_demo("demo", width=600, height=600, tile_size=256)  # doctest: +SKIP
+    >>> sorted(paths)[:3]                                                # doctest: +SKIP
+    ['after', 'before', 'cloud_after']
+    """
+    for key, value in (("width", width), ("height", height)):
+        if not isinstance(value, (int, np.integer)) or value < MIN_SIZE:
+            raise ConfigError(f"demo {key}={value!r}: give an integer number of pixels >= {MIN_SIZE}")
+    if not isinstance(tile_size, (int, np.integer)) or tile_size < 64:
+        raise ConfigError(f"demo tile_size={tile_size!r}: give an integer number of pixels >= 64")
+    q, prev, d_before, d_after = quarter_dates(quarter)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scene = Scene.near_beihai(width, height, tile_size)
+    rng = dict(zip(("land", "changes", "spectra", "clouds", "radiometry", "texture", "before",
+                    "after", "layers"),
+                   (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9))))
+
+    land = build_landscape(scene, rng["land"], year=q.year)
+    truth, parts = place_changes(land, rng["changes"])
+    table, season = object_table(land.land, land.buildings, parts, rng["spectra"])
+    ids_before, ids_after = object_ids(scene, land.land, land.buildings, parts)
+    changed = rasterize(((g, 1) for g in truth.geometry), out_shape=(scene.height, scene.width),
+                        transform=scene.transform, fill=0, all_touched=True, dtype="uint8") > 0
+    clouds = make_clouds(scene, changed, rng["clouds"], sun_elevation=SUN_AFTER[0],
+                         sun_azimuth=SUN_AFTER[1])
+    shape = (scene.height, scene.width)
+    tex_f = smooth_noise(shape, rng["texture"], 1.5)
+    tex_b = smooth_noise(shape, rng["texture"], 0.7)
+    hill = (land.hill_center, land.hill_radius, land.hill_height)
+    nodata = rasterize([(land.nodata, 1)], out_shape=shape, transform=scene.transform, fill=0,
+                       dtype="uint8") > 0
+    stamp_b, stamp_a = d_before.strftime("%Y%m%d"), d_after.strftime("%Y%m%d")
+    paths = {
+        "before": out / "imagery" / str(prev) / f"GF2_{stamp_b}_MS.tif",
+        "after": out / "imagery" / str(q) / f"GF2_{stamp_a}_MS.tif",
+        "cloud_after": out / "imagery" / str(q) / f"GF2_{stamp_a}_cloud.tif",
+    }
+    image = render_before(scene, ids_before, table, tex_f, tex_b,
+                          terrain_factor(scene, *hill, SUN_BEFORE), nodata, rng["before"])
+    _write_image(paths["before"], image, scene, d_before, BANDS, nodata=0, sun=SUN_BEFORE)
+    del image, ids_before
+    image = render_after(scene, ids_after, table, tex_f, tex_b,
+                         terrain_factor(scene, *hill, SUN_AFTER), clouds,
+                         Radiometry.draw(rng["radiometry"]), rng["after"])
+    _write_image(paths["after"], image, scene, d_after, BANDS, nodata=0, sun=SUN_AFTER)
+    del image, ids_after
+    _write_image(paths["cloud_after"], clouds.mask[None], scene, d_after, ("cloud_or_shadow",),
+                 nodata=None, sun=SUN_AFTER)
+    paths.update(write_layers(land, out, rng["layers"]))
+    paths["truth"] = out / "truth.gpkg"
+    write_truth(truth, _seasonal(land, season), paths["truth"])
+    paths["config"] = out / "demo.toml"
+    write_text(paths["config"], demo_toml(tile_size))
+    log.info("demo: %d true changes, %.1f %% cloud mask, written to %s", len(truth),
+             100 * clouds.mask.mean(), out)
+    return paths
+
+
+def _seasonal(land, season) -> gpd.GeoDataFrame:
+    """Farmland parcels with their crop story (KIND flood/harvest/green_up/none), EPSG:4545."""
+    idx = [s[0] for s in season]
+    sub = land.land.iloc[idx]
+    return gpd.GeoDataFrame({"LAND": np.asarray(idx, np.int64), "DLBM": sub.DLBM.to_numpy(),
+                             "KIND": [s[1] for s in season], "BEFORE": [s[2] for s in season],
+                             "AFTER": [s[3] for s in season]},
+                            geometry=sub.geometry.to_numpy(), crs=CRS_PROC)
+
+
+def _write_image(path: Path, data: np.ndarray, scene: Scene, date: _dt.date, descriptions,
+                 *, nodata, sun) -> None:
+    """Write a tiled (256 x 256) DEFLATE GeoTIFF in EPSG:4545 with date tags, atomically."""
+    profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": CRS_PROC, "transform": scene.transform,
+               "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate",
+               "predictor": 2, "interleave": "pixel", "nodata": nodata}
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            for i, name in enumerate(descriptions, start=1):
+                dst.set_band_description(i, name)
+            dst.update_tags(ACQUISITION_DATE=date.isoformat(),
+                            TIFFTAG_DATETIME=date.strftime("%Y:%m:%d") + " 10:30:00",
+                            SATELLITE="GF2", SENSOR="PMS (synthetic Tianyan demo)",
+                            SUN_ELEVATION=f"{sun[0]:.1f}", SUN_AZIMUTH=f"{sun[1]:.1f}")
+            if data.dtype == np.uint16:
+                dst.update_tags(REFLECTANCE_SCALE="10000")
+            else:
+                dst.update_tags(VALUES="1 = cloud or cloud shadow (with margin), 0 = clear")
+
+
+def _toml(value) -> str:
+    """A TOML literal for a str, bool, int, float or list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"TOML has no literal for {value!r}")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped) + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {type(value).__name__}")
+
+
+def demo_config(tile_size: int) -> dict:
+    """The demo's run configuration as nested dicts (paths relative to ``demo.toml``)."""
+    return {
+        "run": {"name": RUN_NAME, "workdir": "runs", "crs": CRS_PROC, "resolution": 2.0,
+                "tile_size": int(tile_size), "workers": 2},
+        "imagery": {"before": "imagery/{prev_quarter}/*_MS.tif", "after": "imagery/{quarter}/*_MS.tif",
+                    "bands": list(BANDS), "cloud_mask_after": "imagery/{quarter}/*_cloud.tif"},
+        "detect": {"min_area_m2": 200, "significance": 0.01},
+        "layers.counties": {"path": "layers/counties.gpkg", "layer": "XZQ", "code_field": "XZQDM",
+                            "name_field": "XZQMC"},
+        "layers.farmland": {"path": "layers/dltb.gpkg", "layer": "DLTB", "code_field": "DLBM",
+                            "codes": ["0101", "0102", "0103"]},
+        "layers.basic_farmland": {"path": "layers/yjjbnt.gpkg", "layer": "YJJBNTTB"},
+        "layers.ecological_redline": {"path": "layers/sthx.shp", "encoding": "GBK"},
+        "layers.protected_areas": {"path": "layers/zrbhd.gpkg", "zone_field": "GNFQ",
+                                   "core_values": ["核心保护区"]},
+        "layers.approved": {"path": "layers/pzyd.gpkg"},
+        "batches": {"max_per_batch": 25, "max_span_km": 20},
+        "export": {"formats": ["gpkg", "shp", "kmz", "xlsx", "chips", "html", "qgis"]},
+    }
+
+
+def demo_toml(tile_size: int) -> str:
+    """``demo.toml`` text: :func:`demo_config` hand-formatted as TOML (no TOML writer needed)."""
+    lines = ["# Tianyan demo region (synthetic, near Beihai): written by `tianyan demo`.",
+             "# Paths are relative to this file. Ground truth: truth.gpkg (layers truth, seasonal)."]
+    for table, keys in demo_config(tile_size).items():
+        lines += ["", f"[{table}]"] + [f"{k} = {_toml(v)}" for k, v in keys.items()]
+    return "\n".join(lines) + "\n"

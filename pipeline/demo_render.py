@@ -1,0 +1,137 @@
+"""Rendering the demo's two dates: object ids -> reflectance -> sensor DN (uint16, x 10000).
+
+Ground reflectance comes from :mod:`pipeline.demo_spectra`; on top of it the renderer applies
+what makes a naive band difference fail: terrain illumination under each date's sun, a sensor
+blur, and on the after date a sub-pixel misregistration, cloud shadows and clouds, a per-band
+gain and offset (haze adds most in blue) and a higher noise level. Everything is vectorised
+NumPy on the full grid; objects are burnt with ``rasterio.features.rasterize``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from rasterio.features import rasterize
+from scipy import ndimage
+
+from pipeline.demo_clouds import Clouds
+from pipeline.demo_scene import Scene
+from pipeline.demo_spectra import EM, PATTERN_PANELS, PATTERN_ROWS, ObjectTable
+
+#: Sun (elevation, azimuth clockwise from north), degrees, ~10:30 CST at 21.6N on each date.
+SUN_BEFORE = (62.0, 95.0)
+SUN_AFTER = (58.0, 112.0)
+#: Share of reflectance left in full cloud shadow (diffuse skylight, bluer than direct sun).
+SHADOW_DIFFUSE = np.array([0.45, 0.38, 0.33, 0.30], np.float32)
+PSF_SIGMA = 0.5          # px, Gaussian sensor blur
+NOISE_DN = (35.0, 60.0)  # per-pixel noise (DN) before / after
+MISREGISTRATION = (0.3, 0.4)  # (rows, cols) the after image is shifted by: 0.6 m south, 0.8 m east
+
+
+@dataclass
+class Radiometry:
+    """After-date sensor response: DN_after = gain * DN_true + offset (per band)."""
+
+    gain: np.ndarray
+    offset: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "Radiometry":
+        gain = rng.uniform(0.85, 1.15, 4)
+        # Path radiance (haze) adds most at short wavelengths.
+        offset = np.array([rng.uniform(250, 400), rng.uniform(150, 300), rng.uniform(80, 200),
+                           rng.uniform(0, 100)])
+        return cls(gain.astype(np.float32), offset.astype(np.float32))
+
+
+def object_ids(scene: Scene, land, buildings, parts) -> tuple[np.ndarray, np.ndarray]:
+    """Object id rasters (int32) of the before and after dates, ids as in ``object_table``."""
+    shape, tr = (scene.height, scene.width), scene.transform
+    ids = rasterize(((g, i) for i, g in enumerate(land.geometry, start=1)), out_shape=shape,
+                    transform=tr, fill=0, dtype="int32")
+    base = 1 + len(land)
+    if len(buildings):
+        rasterize(((g, base + j) for j, g in enumerate(buildings.geometry)), out=ids, transform=tr)
+    before = ids.copy()
+    base += len(buildings)
+    if len(parts):
+        rasterize(((g, base + j) for j, g in enumerate(parts.geometry)), out=ids, transform=tr)
+    return before, ids
+
+
+def smooth_noise(shape, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Spatially correlated noise with unit standard deviation (float32)."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
+    return field / (field.std() or 1.0)
+
+
+def terrain_factor(scene: Scene, center, radius: float, height: float, sun) -> np.ndarray:
+    """Illumination factor cos(i) / cos(z) of a Gaussian hill (flat land: 1), float32 (H, W)."""
+    factor = np.ones((scene.height, scene.width), np.float32)
+    win = scene.pixel_slices(shapely.Point(center).buffer(2.5 * radius))
+    if win is None:
+        return factor
+    rows = (np.arange(win[0].start, win[0].stop) + 0.5) * scene.res
+    cols = (np.arange(win[1].start, win[1].stop) + 0.5) * scene.res
+    dx = cols[None, :] - (center[0] - scene.x0)
+    dy = (scene.y0 - center[1]) - rows[:, None]          # metres north of the centre
+    z = height * np.exp(-0.5 * (dx ** 2 + dy ** 2) / (0.5 * radius) ** 2)
+    dz_dy, dz_dx = np.gradient(z, scene.res)
+    dz_dnorth = -dz_dy                                    # rows grow southwards
+    zen, az = math.radians(90 - sun[0]), math.radians(sun[1])
+    sx, sy, sz = math.sin(az) * math.sin(zen), math.cos(az) * math.sin(zen), math.cos(zen)
+    cos_i = (-dz_dx * sx - dz_dnorth * sy + sz) / np.sqrt(dz_dx ** 2 + dz_dnorth ** 2 + 1)
+    factor[win] = np.clip(cos_i / sz, 0.3, 1.6)
+    return factor
+
+
+def _cover_and_brightness(scene, ids, table: ObjectTable, d: int, tex_f, tex_b):
+    """Per-pixel foreground fraction and brightness of date ``d`` (float32 (H, W) each)."""
+    f = table.f[d][ids] * (1.0 + table.tex[ids] * tex_f)
+    pat = table.pattern[ids]
+    sel = np.nonzero(pat)
+    if sel[0].size:
+        oid = ids[sel]
+        x = (sel[1] + 0.5).astype(np.float32) * scene.res
+        y = -(sel[0] + 0.5).astype(np.float32) * scene.res
+        ang = table.angle[oid]
+        phase = (-x * np.sin(ang) + y * np.cos(ang)) / table.period[oid]
+        rows = table.f[d][oid] * (0.35 + 0.65 * (0.5 + 0.5 * np.cos(2 * np.pi * phase)))
+        panels = table.f[d][oid] * ((phase - np.floor(phase)) < table.duty[oid])
+        f[sel] = np.where(pat[sel] == PATTERN_ROWS, rows, np.where(pat[sel] == PATTERN_PANELS, panels, f[sel]))
+    np.clip(f, 0.0, 1.0, out=f)
+    bright = table.bright[d][ids] * (1.0 + 0.04 * tex_b)
+    return f, bright
+
+
+def render_before(scene, ids, table, tex_f, tex_b, terrain, nodata, rng) -> np.ndarray:
+    """Before-date DN, uint16 (4, H, W), 0 where ``nodata`` (bool (H, W)) is set."""
+    f, bright = _cover_and_brightness(scene, ids, table, 0, tex_f, tex_b)
+    out = np.empty((4, scene.height, scene.width), np.uint16)
+    for b in range(4):
+        refl = ((1 - f) * table.A[0, :, b][ids] + f * table.V[0, :, b][ids]) * bright * terrain
+        refl = ndimage.gaussian_filter(refl, PSF_SIGMA)
+        dn = refl * 10000 + rng.standard_normal(refl.shape, dtype=np.float32) * NOISE_DN[0]
+        out[b] = np.clip(np.rint(dn), 1, 65535)
+        out[b][nodata] = 0
+    return out
+
+
+def render_after(scene, ids, table, tex_f, tex_b, terrain, clouds: Clouds, radiometry: Radiometry,
+                 rng) -> np.ndarray:
+    """After-date DN, uint16 (4, H, W): misregistered, shadowed, clouded, re-calibrated, noisier."""
+    f, bright = _cover_and_brightness(scene, ids, table, 1, tex_f, tex_b)
+    cloud_tex = 1.0 + 0.06 * tex_f
+    out = np.empty((4, scene.height, scene.width), np.uint16)
+    for b in range(4):
+        refl = ((1 - f) * table.A[1, :, b][ids] + f * table.V[1, :, b][ids]) * bright * terrain
+        refl = ndimage.gaussian_filter(refl, PSF_SIGMA)
+        refl = ndimage.shift(refl, MISREGISTRATION, order=1, mode="nearest")
+        refl *= 1.0 - clouds.shadow * (1.0 - SHADOW_DIFFUSE[b])
+        refl = (1.0 - clouds.alpha) * refl + clouds.alpha * EM["cloud"][b] * cloud_tex
+        dn = radiometry.gain[b] * refl * 10000 + radiometry.offset[b]
+        dn += rng.standard_normal(refl.shape, dtype=np.float32) * NOISE_DN[1]
+        out[b] = np.clip(np.rint(dn), 1, 65535)
+    return out
