@@ -28,7 +28,7 @@ from overlay.priority import prioritize, priority_from_dict
 from pipeline import report as run_report
 from pipeline.atomic import atomic_path, write_json
 from pipeline.batches import assign_batches
-from pipeline.chip_reader import grid_chip_reader
+from pipeline.package.chip_reader import grid_chip_reader
 from pipeline.config import Config
 from pipeline.executor import default_workers, run_tasks
 from pipeline.package import write_county_package

@@ -24,7 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from pipeline.demo import make_demo
-from pipeline.demo_scene import quarter_dates
+from pipeline.demo.scene import quarter_dates
 from tiles.errors import ConfigError
 
 SIZE, TILE, SEED = 600, 256, 20260930

@@ -20,7 +20,7 @@ from shapely.geometry import Polygon
 
 from pipeline.batches import assign_batches
 from pipeline.package import FIELDS_ZH, package_name, safe_name, verify_manifest, write_county_package
-from pipeline.package_schema import FIELDS, HCJG_VALUES, VERDICT_FIELDS
+from pipeline.package.fields import FIELDS, HCJG_VALUES, VERDICT_FIELDS
 from tiles.errors import ConfigError, InputError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -11,8 +11,8 @@ from PIL import Image
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from pipeline.chip_reader import grid_chip_reader
-from pipeline.chips import write_chips
+from pipeline.package.chip_reader import grid_chip_reader
+from pipeline.package.chips import write_chips
 from tiles.errors import ConfigError, TileError
 from tiles.grid import Grid
 from tiles.imagery import open_files

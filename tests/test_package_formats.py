@@ -27,9 +27,9 @@ from PIL import Image
 from shapely.geometry import box
 
 from pipeline.batches import assign_batches
-from pipeline.chips import chip_bounds, joint_stretch, nice_length, to_rgb8, write_chips
+from pipeline.package.chips import chip_bounds, joint_stretch, nice_length, to_rgb8, write_chips
 from pipeline.package import verify_manifest, write_county_package
-from pipeline.package_schema import FIELDS
+from pipeline.package.fields import FIELDS
 from tests.test_package import META, make_county
 from tiles.errors import ConfigError
 

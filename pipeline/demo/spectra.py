@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.demo_shapes import main_angle
+from pipeline.demo.shapes import main_angle
 
 #: Endmember reflectance (blue, green, red, nir).
 ENDMEMBERS = {

@@ -16,7 +16,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
-from pipeline.package_schema import (
+from pipeline.package.fields import (
     FIELDS, FIELDS_ZH, HCJG_VALUES, LEDGER_SHEET, SCHEMA, UNITS, VERDICT_FIELDS,
 )
 
@@ -34,7 +34,7 @@ def write_ledger(frame: pd.DataFrame, path: Path, *,
     Parameters
     ----------
     frame : DataFrame
-        Output of :func:`pipeline.issue_frame.issue_frame` (FIELDS columns; geometry ignored).
+        Output of :func:`pipeline.package.issue_frame.issue_frame` (FIELDS columns; geometry ignored).
     path : Path
         The .xlsx to write (overwritten; the caller makes the package atomic).
     chip_links : mapping JCBH -> (before_png, after_png), optional

@@ -24,21 +24,21 @@ from pathlib import Path
 import geopandas as gpd
 import pyogrio
 
-from pipeline.batch_layer import batch_outlines, batch_routes
-from pipeline.chips import ChipReader, write_chips
-from pipeline.county_report import write_report
-from pipeline.issue_frame import center_points, issue_frame
-from pipeline.kmz import write_kmz
-from pipeline.ledger import write_ledger
-from pipeline.overview_map import write_overview_map
-from pipeline.package_readme import readme_text
-from pipeline.package_schema import (
+from pipeline.package.batch_layer import batch_outlines, batch_routes
+from pipeline.package.chips import ChipReader, write_chips
+from pipeline.package.report import write_report
+from pipeline.package.issue_frame import center_points, issue_frame
+from pipeline.package.kmz import write_kmz
+from pipeline.package.ledger import write_ledger
+from pipeline.package.overview_map import write_overview_map
+from pipeline.package.readme import readme_text
+from pipeline.package.fields import (
     ALL_FORMATS, CHIP_DIR, FIELDS_ZH, GPKG_NAME, KMZ_NAME, LAYER_BATCHES, LAYER_POINTS,
     LAYER_POLYGONS, LAYER_ROUTES, LEDGER_NAME, MANIFEST_NAME, OVERVIEW_NAME, QGIS_NAME,
     README_NAME, REPORT_NAME, SHP_DIR,
 )
-from pipeline.package_shp import encoding_problems, normalise_encoding, write_shapefiles
-from pipeline.qgis_project import write_qgis_project
+from pipeline.package.shapefile import encoding_problems, normalise_encoding, write_shapefiles
+from pipeline.package.qgis import write_qgis_project
 from tiles.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def write_county_package(
         manifest.json are always included.
     read_chip : callable, optional
         ``read_chip((minx, miny, maxx, maxy)) -> (before_rgb, after_rgb, transform)``, bounds
-        in the processing CRS; see :mod:`pipeline.chips`.
+        in the processing CRS; see :mod:`pipeline.package.chips`.
     shp_encoding : str
         "UTF-8" (default) or "GBK" (config ``export.shp_encoding``). A value the encoding
         cannot hold is reported in the manifest's ``warnings`` and the README, and that

@@ -1,6 +1,6 @@
 """Rendering the demo's two dates: object ids -> reflectance -> sensor DN (uint16, x 10000).
 
-Ground reflectance comes from :mod:`pipeline.demo_spectra`; on top of it the renderer applies
+Ground reflectance comes from :mod:`pipeline.demo.spectra`; on top of it the renderer applies
 what makes a naive band difference fail: terrain illumination under each date's sun, a sensor
 blur, and on the after date a sub-pixel misregistration, cloud shadows and clouds, a per-band
 gain and offset (haze adds most in blue) and a higher noise level. Everything is vectorised
@@ -16,9 +16,9 @@ import shapely
 from rasterio.features import rasterize
 from scipy import ndimage
 
-from pipeline.demo_clouds import Clouds
-from pipeline.demo_scene import Scene
-from pipeline.demo_spectra import EM, PATTERN_PANELS, PATTERN_ROWS, ObjectTable
+from pipeline.demo.clouds import Clouds
+from pipeline.demo.scene import Scene
+from pipeline.demo.spectra import EM, PATTERN_PANELS, PATTERN_ROWS, ObjectTable
 
 #: Sun (elevation, azimuth clockwise from north), degrees, ~10:30 CST at 21.6N on each date.
 SUN_BEFORE = (62.0, 95.0)

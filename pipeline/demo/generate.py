@@ -9,9 +9,9 @@ scene has a nodata edge. The ~70 true land-use changes (all TBLX types) sit wher
 tiling are hard: on basic farmland, in the red line, in a protected core zone, on approved
 land, across tile lines and county borders, and outside every county.
 
-The pieces: :mod:`~pipeline.demo_scene` (grid, dates), :mod:`~pipeline.demo_landscape`
-(vectors), :mod:`~pipeline.demo_changes` (truth), :mod:`~pipeline.demo_spectra` (reflectance),
-:mod:`~pipeline.demo_clouds`, :mod:`~pipeline.demo_render` (DN), :mod:`~pipeline.demo_layers`
+The pieces: :mod:`~pipeline.demo.scene` (grid, dates), :mod:`~pipeline.demo.landscape`
+(vectors), :mod:`~pipeline.demo.changes` (truth), :mod:`~pipeline.demo.spectra` (reflectance),
+:mod:`~pipeline.demo.clouds`, :mod:`~pipeline.demo.render` (DN), :mod:`~pipeline.demo.layers`
 (writing layers and truth).
 """
 from __future__ import annotations
@@ -27,14 +27,14 @@ import rasterio
 from rasterio.features import rasterize
 
 from pipeline.atomic import atomic_path, write_text
-from pipeline.demo_changes import place_changes
-from pipeline.demo_clouds import make_clouds
-from pipeline.demo_landscape import build_landscape
-from pipeline.demo_layers import write_layers, write_truth
-from pipeline.demo_render import (SUN_AFTER, SUN_BEFORE, Radiometry, object_ids, render_after,
+from pipeline.demo.changes import place_changes
+from pipeline.demo.clouds import make_clouds
+from pipeline.demo.landscape import build_landscape
+from pipeline.demo.layers import write_layers, write_truth
+from pipeline.demo.render import (SUN_AFTER, SUN_BEFORE, Radiometry, object_ids, render_after,
                                   render_before, smooth_noise, terrain_factor)
-from pipeline.demo_scene import CRS_PROC, Scene, quarter_dates
-from pipeline.demo_spectra import object_table
+from pipeline.demo.scene import CRS_PROC, Scene, quarter_dates
+from pipeline.demo.spectra import object_table
 from tiles.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 import geopandas as gpd
 import pyogrio
 
-from pipeline.package_schema import FIELDS, LAYER_POINTS, LAYER_POLYGONS, SCHEMA
+from pipeline.package.fields import FIELDS, LAYER_POINTS, LAYER_POLYGONS, SCHEMA
 from tiles.errors import ConfigError
 
 # encoding (config value) -> (Python codec, GDAL ENCODING option, .cpg text, DBF LDID byte)

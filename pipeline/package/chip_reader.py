@@ -14,7 +14,7 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
-from pipeline.chips import ChipReader
+from pipeline.package.chips import ChipReader
 from tiles.errors import ConfigError, TileError
 from tiles.grid import Grid, footprint
 from tiles.imagery import DateImagery

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from pipeline.demo_scene import Scene
+from pipeline.demo.scene import Scene
 
 
 @dataclass

@@ -22,9 +22,9 @@ import numpy as np
 import shapely
 from shapely import affinity
 
-from pipeline.demo_landscape import Landscape
-from pipeline.demo_scene import CRS_PROC
-from pipeline.demo_shapes import blob, main_angle, oriented_rect, random_point_in
+from pipeline.demo.landscape import Landscape
+from pipeline.demo.scene import CRS_PROC
+from pipeline.demo.shapes import blob, main_angle, oriented_rect, random_point_in
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.package_schema import (
+from pipeline.package.fields import (
     CHIP_DIR, GPKG_NAME, HCJG_VALUES, KMZ_NAME, LAYER_BATCHES, LAYER_POINTS, LAYER_POLYGONS, LAYER_ROUTES,
     LEDGER_NAME, MANIFEST_NAME, QGIS_NAME, REPORT_NAME, SHP_DIR,
 )

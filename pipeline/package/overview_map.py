@@ -13,8 +13,8 @@ import numpy as np
 from pyproj import CRS
 from PIL import Image, ImageDraw
 
-from pipeline.chips import label_font, nice_length
-from pipeline.kmz import LEVEL_COLOURS
+from pipeline.package.chips import label_font, nice_length
+from pipeline.package.kmz import LEVEL_COLOURS
 
 WIDTH = 1400
 MAX_HEIGHT = 1000
@@ -31,7 +31,7 @@ def write_overview_map(county: gpd.GeoDataFrame, outlines: gpd.GeoDataFrame,
     county : GeoDataFrame
         Polygons with YXJ, any CRS (projected preferred).
     outlines, routes : GeoDataFrame
-        From :mod:`pipeline.batch_layer` (EPSG:4490; may be empty).
+        From :mod:`pipeline.package.batch_layer` (EPSG:4490; may be empty).
     path : Path
         The PNG to write.
     title : str

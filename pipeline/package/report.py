@@ -15,8 +15,8 @@ from urllib.parse import quote
 import geopandas as gpd
 import pandas as pd
 
-from pipeline.kmz import LEVEL_COLOURS
-from pipeline.package_schema import FIELDS, FIELDS_ZH, HCJG_VALUES, UNITS, VERDICT_FIELDS
+from pipeline.package.kmz import LEVEL_COLOURS
+from pipeline.package.fields import FIELDS, FIELDS_ZH, HCJG_VALUES, UNITS, VERDICT_FIELDS
 
 MU_M2 = 2000.0 / 3.0
 
@@ -53,7 +53,7 @@ def write_report(frame: gpd.GeoDataFrame, path: Path, *, xzqdm: str, xzqmc: str,
         Path of the overview map PNG relative to the report.
     chips : mapping JCBH -> (before, after) paths relative to the report, optional
     routes : DataFrame, optional
-        PCBH -> LCKM (route km) from :func:`pipeline.batch_layer.batch_routes`.
+        PCBH -> LCKM (route km) from :func:`pipeline.package.batch_layer.batch_routes`.
     """
     chips = chips or {}
     title = f"{xzqmc}（{xzqdm}）{quarter} 卫片执法变化图斑核查报告"

@@ -16,7 +16,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from pipeline.package_schema import FIELDS_ZH
+from pipeline.package.fields import FIELDS_ZH
 
 # priority level -> (RGB hex, label); KML colours are aabbggrr.
 LEVEL_COLOURS = {1: ("e41a1c", "1 最紧急"), 2: ("ff7f00", "2 紧急"), 3: ("ffd700", "3 较紧急"),
@@ -38,7 +38,7 @@ def write_kmz(frame: gpd.GeoDataFrame, routes: gpd.GeoDataFrame, path: Path, *, 
     frame : GeoDataFrame
         Issue frame (EPSG:4490, FIELDS columns).
     routes : GeoDataFrame
-        Output of :func:`pipeline.batch_layer.batch_routes` (may be empty).
+        Output of :func:`pipeline.package.batch_layer.batch_routes` (may be empty).
     path : Path
         The .kmz to write.
     title : str

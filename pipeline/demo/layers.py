@@ -20,8 +20,8 @@ import shapely
 from pyproj import Geod
 
 from pipeline.atomic import atomic_path
-from pipeline.demo_landscape import DLMC, Landscape
-from pipeline.demo_scene import CRS_GEO
+from pipeline.demo.landscape import DLMC, Landscape
+from pipeline.demo.scene import CRS_GEO
 
 #: The CGCS2000 ellipsoid (same a and f as GRS80).
 CGCS2000 = Geod(a=6378137.0, f=1 / 298.257222101)

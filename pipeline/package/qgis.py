@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pyproj import CRS
 
-from pipeline.kmz import LEVEL_COLOURS
-from pipeline.package_schema import GPKG_NAME, LAYER_POINTS, LAYER_POLYGONS
+from pipeline.package.kmz import LEVEL_COLOURS
+from pipeline.package.fields import GPKG_NAME, LAYER_POINTS, LAYER_POLYGONS
 QGIS_VERSION = "3.28.0-Firenze"
 
 

@@ -11,7 +11,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pipeline.package_schema import FIELDS, SCHEMA, VERDICT_FIELDS
+from pipeline.package.fields import FIELDS, SCHEMA, VERDICT_FIELDS
 from tiles.errors import InputError
 
 MU_M2 = 2000.0 / 3.0
@@ -39,7 +39,7 @@ def issue_frame(county: gpd.GeoDataFrame, *, xzqdm: str, xzqmc: str) -> gpd.GeoD
     Returns
     -------
     GeoDataFrame
-        Columns FIELDS (package_schema order) + geometry, EPSG:4490, text as ``str`` or
+        Columns FIELDS (pipeline.package.fields order) + geometry, EPSG:4490, text as ``str`` or
         None, floats as float64, YXJ / PCXH as nullable Int64, dates as ISO text; the
         verdict fields (HCJG ...) blank. Rows keep the input order; the index is reset.
     """

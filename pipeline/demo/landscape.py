@@ -17,8 +17,8 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from pipeline.demo_scene import CRS_PROC, Scene
-from pipeline.demo_shapes import blob, explode_polygons, oriented_rect, smooth_profile, wiggly_line
+from pipeline.demo.scene import CRS_PROC, Scene
+from pipeline.demo.shapes import blob, explode_polygons, oriented_rect, smooth_profile, wiggly_line
 
 MARGIN = 60.0          # m the landscape extends beyond the scene on every side
 RIVER_WIDTH = 30.0     # m
