@@ -19,8 +19,8 @@ import pandas as pd
 from pipeline.package.fields import FIELDS_ZH
 
 # priority level -> (RGB hex, label); KML colours are aabbggrr.
-LEVEL_COLOURS = {1: ("e41a1c", "1 最紧急"), 2: ("ff7f00", "2 紧急"), 3: ("ffd700", "3 较紧急"),
-                 4: ("377eb8", "4 一般"), 5: ("999999", "5 其他")}
+# Priority levels of overlay.priority: 1 most urgent .. 3.
+LEVEL_COLOURS = {1: ("e41a1c", "1 最紧急"), 2: ("ff7f00", "2 紧急"), 3: ("ffd700", "3 一般")}
 _DESC_FIELDS = ("YXJLY", "TBLX", "JCMJM", "GDMJ", "JBNTMJ", "QSX", "HSX", "JZRQ", "JD", "WD", "QQJCBH")
 
 
@@ -88,7 +88,7 @@ def write_kmz(frame: gpd.GeoDataFrame, routes: gpd.GeoDataFrame, path: Path, *, 
 
 
 def _placemark(r: dict, chips: Mapping[str, tuple[Path, Path]]) -> str:
-    level = 5 if _missing(r["YXJ"]) else min(max(int(r["YXJ"]), 1), 5)
+    level = 3 if _missing(r["YXJ"]) else min(max(int(r["YXJ"]), 1), 3)
     seq = "" if _missing(r["PCXH"]) else f"{int(r['PCXH']):02d} "
     rows = [f"<tr><th>{escape(FIELDS_ZH['JCBH'])}</th><td>{escape(str(r['JCBH']))}</td></tr>",
             f"<tr><th>{escape(FIELDS_ZH['YXJ'])}</th><td>{level}</td></tr>"]

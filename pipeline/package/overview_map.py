@@ -2,7 +2,7 @@
 
 Drawn with Pillow in a projected CRS (the polygons' own when projected, else their UTM
 zone) so distances and shapes are true; polygons too small to see are drawn as markers.
-Labels are ASCII (batch numbers, legend "YXJ 1".."YXJ 5") so no CJK font is needed.
+Labels are ASCII (batch numbers, legend "YXJ 1".."YXJ 3") so no CJK font is needed.
 """
 from __future__ import annotations
 
@@ -83,9 +83,9 @@ def write_overview_map(county: gpd.GeoDataFrame, outlines: gpd.GeoDataFrame,
             draw.polygon(pts, outline=(90, 90, 160), fill=(228, 232, 245))
     for r in rts.itertuples() if len(rts) else ():
         draw.line(px(r.geometry.coords), fill=(60, 60, 60), width=1)
-    levels = polys["YXJ"].fillna(5).astype(int).clip(1, 5).to_numpy()
+    levels = polys["YXJ"].fillna(3).astype(int).clip(1, 3).to_numpy()
     cen = polys.geometry.centroid
-    for level in (5, 4, 3, 2, 1):
+    for level in (3, 2, 1):
         rgb = _rgb(LEVEL_COLOURS[level][0])
         for i in np.flatnonzero(levels == level):
             x, y = px([(cen.iloc[i].x, cen.iloc[i].y)])[0]
@@ -117,9 +117,9 @@ def write_overview_map(county: gpd.GeoDataFrame, outlines: gpd.GeoDataFrame,
 
 
 def _legend(draw: ImageDraw.ImageDraw, height: int, font) -> None:
-    x, y = 12, height - 22 * 5 - 12
+    x, y = 12, height - 22 * len(LEVEL_COLOURS) - 12
     draw.rectangle([x - 4, y - 6, x + 90, height - 8], fill=(255, 255, 255), outline=(150, 150, 150))
-    for level in range(1, 6):
+    for level in LEVEL_COLOURS:
         rgb = _rgb(LEVEL_COLOURS[level][0])
         yy = y + (level - 1) * 22
         draw.ellipse([x, yy, x + 12, yy + 12], fill=rgb, outline=(0, 0, 0))

@@ -160,7 +160,7 @@ def _level(v) -> str:
     if v is None or pd.isna(v):
         return ""
     level = int(v)
-    rgb = LEVEL_COLOURS.get(min(max(level, 1), 5))[0]
+    rgb = LEVEL_COLOURS[min(max(level, 1), 3)][0]
     return f'<span class="lv" style="background:#{rgb}">{level}</span>'
 
 
