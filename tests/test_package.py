@@ -52,7 +52,7 @@ def make_county(n: int = 40, *, seed: int = 0, center=(500000.0, 2520000.0), spr
         geoms.append(Polygon(zip(x + rad * np.cos(ang), y + rad * np.sin(ang))))
     g = gpd.GeoDataFrame(geometry=geoms, crs=4545)
     area = g.geometry.area.to_numpy()
-    yxj = rng.integers(1, 6, n)
+    yxj = rng.integers(1, 4, n)  # overlay.priority levels 1..3
     g["JCBH"] = [f"{xzqdm}2026Q3{i + 1:05d}" for i in range(n)]
     g["XZQDM"] = xzqdm
     g["XZQMC"] = xzqmc

@@ -295,7 +295,7 @@ def test_qgis_project(full):
             assert r.get("type") == "categorizedSymbol" and r.get("attr") == "YXJ"
             cats = [c.get("value") for c in r.findall("categories/category")]
             assert cats == ["1", "2", "3"]
-            assert len(r.findall("symbols/symbol")) == 5
+            assert len(r.findall("symbols/symbol")) == 3
     tree_ids = [n.get("id") for n in root.findall("layer-tree-group/layer-tree-layer")]
     assert tree_ids == [ml.find("id").text for ml in layers]
 
