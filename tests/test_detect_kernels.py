@@ -64,7 +64,7 @@ def ref_change(x, y, ys, valid, idx, mx, my, a, b, inv_sigma, gain, offset, role
         e = (dbr > f * rule[k.R_BRIGHT_GAIN]) & (va < rule[k.R_VEG_NDVI])
         e |= (dv < -f * rule[k.R_VEG_LOSS]) & (va < rule[k.R_VEG_NDVI])
         e |= (wa > rule[k.R_WATER_NDWI]) & (dw > f * rule[k.R_NDWI_GAIN])
-        e |= (dbr < -f * rule[k.R_DARK_DROP]) & (wa <= rule[k.R_WATER_NDWI]) & (va < rule[k.R_BARE_NDVI])
+        e |= (dbr < -f * rule[k.R_DARK_DROP]) & (wa <= rule[k.R_WATER_NDWI]) & (va < rule[k.R_VEG_NDVI])
         if S >= 0:
             nbb, nba = nd(xb[S], xb[N]), nd(ya[S], ya[N])
             e |= (nba > 0) & (nba - nbb > f * rule[k.R_NDBI_GAIN])
@@ -105,6 +105,41 @@ def ref_box_mean(x, valid, radius):
             if m.any():
                 out[:, i, j] = x[:, i0:i1, j0:j1][:, m].astype(np.float64).mean(axis=1)
     return out
+
+
+def ref_box_mean_np(x, valid, radius):
+    """Vectorised windowed mean over valid pixels: sums of shifted, zero-padded arrays."""
+    nb, h, w = x.shape
+    xv = np.pad(np.where(valid, x, 0).astype(np.float64), ((0, 0), (radius, radius), (radius, radius)))
+    vv = np.pad(valid.astype(np.float64), radius)
+    s = np.zeros((nb, h, w))
+    n = np.zeros((h, w))
+    for di in range(2 * radius + 1):
+        for dj in range(2 * radius + 1):
+            s += xv[:, di:di + h, dj:dj + w]
+            n += vv[di:di + h, dj:dj + w]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / n, np.nan).astype(np.float32)
+
+
+def ref_vote_decide(flags, valid, radius, require):
+    """The decision with the crop vote, as whole-array NumPy."""
+    k = kernels
+    crop = ((flags & k.FLAG_CROP) > 0) & valid
+    pad = lambda a: np.pad(a.astype(np.int32), radius)
+    cp, vp = pad(crop), pad(valid)
+    h, w = flags.shape
+    a = np.zeros((h, w), np.int32)
+    n = np.zeros((h, w), np.int32)
+    for di in range(2 * radius + 1):
+        for dj in range(2 * radius + 1):
+            a += cp[di:di + h, dj:dj + w]
+            n += vp[di:di + h, dj:dj + w]
+    seasonal = ((flags & k.FLAG_CROP) > 0) & (2 * a > n)
+    ok = valid & ((flags & k.FLAG_SIG) > 0) & ((flags & k.FLAG_VEG_GAIN) == 0) & ~seasonal
+    if require:
+        ok &= (flags & k.FLAG_EVIDENCE) > 0
+    return ok
 
 
 def ref_erode(m, lo, hi):
@@ -249,6 +284,22 @@ def test_box_mean(radius, shape):
         valid = RNG.random(shape[1:]) < frac
         got = kernels.box_mean(x, valid, radius)
         np.testing.assert_allclose(got, ref_box_mean(x, valid, radius), rtol=1e-5)
+        np.testing.assert_allclose(got, ref_box_mean_np(x, valid, radius), rtol=1e-5)
+
+
+@pytest.mark.parametrize("radius, require", [(1, True), (2, False), (0, True)])
+@pytest.mark.parametrize("shape", [(37, 41), (1, 1), (1, 6)])
+def test_vote_decide(radius, require, shape):
+    flags = RNG.integers(0, 64, shape).astype(np.uint8)
+    for frac in (1.0, 0.7, 0.0):
+        valid = RNG.random(shape) < frac
+        np.testing.assert_array_equal(kernels.vote_decide(flags, valid, radius, require),
+                                      ref_vote_decide(flags, valid, radius, require))
+    # with a 0 radius the vote is the kernel's own per-pixel decision
+    f = RNG.integers(0, 32, shape).astype(np.uint8)
+    own = ~((f & kernels.FLAG_CROP) > 0) & ((f & kernels.FLAG_SIG) > 0) \
+        & ((f & kernels.FLAG_VEG_GAIN) == 0) & ((f & kernels.FLAG_EVIDENCE) > 0)
+    np.testing.assert_array_equal(kernels.vote_decide(f, np.ones(shape, bool), 0, True), own)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5])

@@ -97,3 +97,13 @@ def test_default_toml_documents_the_priority_defaults():
 
     doc = tomllib.loads((REPO / "configs" / "default.toml").read_text(encoding="utf-8"))
     assert doc["priority"] == DEFAULT_PRIORITY
+
+
+def test_default_toml_documents_the_detector_defaults():
+    import dataclasses
+
+    from detect.detector import DetectParams
+
+    doc = tomllib.loads((REPO / "configs" / "default.toml").read_text(encoding="utf-8"))
+    defaults = {f.name: f.default for f in dataclasses.fields(DetectParams)}
+    assert doc["detect"] == defaults

@@ -1,0 +1,143 @@
+"""Change type (TBLX) and confidence (ZXD, ZXDJ) of merged change objects.
+
+Types follow DOMAIN.md: 20 building, YH hardened ground, TD earth moving / bare
+soil, DL road (linear), GF solar panels, KT new pond / water, QT other. The rules
+read the object means of the normalised after date and of the index changes,
+and the object's shape, in this order (the first that holds wins):
+
+KT  water appears: NDWI after > WATER_NDWI and NDWI rose by > KT_DNDWI.
+GF  a dark, dry, non-canopy surface appears: visible brightness after <
+    GF_BRIGHT (panels reflect a few % of visible light), NDWI after <=
+    WATER_NDWI (not water), NDVI after < GF_NDVI (panel rows with ground between,
+    not a canopy), and vegetation lost (NDVI fell by > GF_DNDVI) or the surface
+    darkened (by > GF_DARK).
+DL  linear: min-rotated-rectangle elongation >= DL_ELONG, or P²/(4A) >= DL_THIN
+    (a bent road).
+TD  strongly soil-red bare ground: NDVI after < BARE_NDVI and (red - blue) /
+    (red + blue) after > TD_SOIL_STRONG (iron oxides and organic matter redden
+    soil; concrete, asphalt and steel roofs are spectrally flat or bluish).
+20  a building: a compact block (fill of the min rotated rectangle >= B_FILL)
+    with brightening, either house-sized (<= B_MAX_M2) or textured (standard
+    deviation of the after brightness within the object >= ROOF_TEXTURE: roofs,
+    yards and shadows alternate, while hardened ground is uniform).
+TD  other bare soil: NDVI after < BARE_NDVI and soil redness > TD_SOIL.
+YH  any other brightening to a non-vegetated surface (hardened ground).
+QT  everything else.
+
+Confidence: two independent signals per object, the statistical one P_MEAN
+(mean chi-square probability of change) and the physical one EVIDF (fraction of
+pixels with a strong land-use index signature). ZXD = P_MEAN * (0.5 + 0.5
+EVIDF); ZXDJ 高 when both agree (P_MEAN >= HIGH_P and EVIDF >= HIGH_EVID),
+中 when one of them does, else 低.
+"""
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+WATER_NDWI = 0.1
+KT_DNDWI = 0.1
+GF_BRIGHT = 0.08
+GF_NDVI = 0.4
+GF_DNDVI = 0.2
+GF_DARK = 0.02
+BARE_NDVI = 0.2
+DL_ELONG = 4.0
+DL_THIN = 16.0
+TD_SOIL = 0.1
+TD_SOIL_STRONG = 0.2
+B_FILL = 0.75
+B_MAX_M2 = 1000.0
+ROOF_TEXTURE = 0.03
+HIGH_P = 0.99
+HIGH_EVID = 0.5
+
+TYPES = ("20", "YH", "TD", "DL", "GF", "KT", "QT")
+
+
+def shape_metrics(geoms):
+    """Elongation (long / short side of the minimum rotated rectangle), compactness
+    4 pi A / P² (1 for a disc), fill A / rectangle area, and thinness P² / (4 A).
+
+    Returns four float64 arrays; lengths in the CRS units.
+    """
+    geoms = np.asarray(geoms)
+    area = shapely.area(geoms)
+    perim = shapely.length(geoms)
+    rect = shapely.minimum_rotated_rectangle(geoms)
+    coords = [np.asarray(r.exterior.coords) if r.geom_type == "Polygon" else None for r in rect]
+    elong = np.ones(len(geoms))
+    for i, c in enumerate(coords):
+        if c is None or len(c) < 4:
+            continue
+        s1 = np.hypot(*(c[1] - c[0]))
+        s2 = np.hypot(*(c[2] - c[1]))
+        lo, hi = min(s1, s2), max(s1, s2)
+        elong[i] = hi / lo if lo > 0 else np.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        compact = np.where(perim > 0, 4.0 * np.pi * area / perim ** 2, 0.0)
+        rect_area = shapely.area(rect)
+        fill = np.where(rect_area > 0, area / rect_area, 0.0)
+        thin = np.where(area > 0, perim ** 2 / (4.0 * area), np.inf)
+    return elong, compact, fill, thin
+
+
+def classify(objects: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Add object means, shape, TBLX, ZXD and ZXDJ to merged change objects.
+
+    Parameters
+    ----------
+    objects : geopandas.GeoDataFrame
+        Output of ``merge_seams`` / ``apply_mmu`` (columns NPIX, S_*, N_*).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        A copy with P_MEAN, DNDVI, DNDWI, DBRI, NDVIA, NDWIA, BRIA, SOILA, EVIDF
+        (means over pixels), BRISD (brightness spread), ELONG, COMPACT, TBLX (text), ZXD (float 0-1) and
+        ZXDJ (低 / 中 / 高).
+    """
+    out = objects.copy()
+    n = out["NPIX"].to_numpy(dtype=np.float64)
+    if len(out) == 0:
+        for c in ("P_MEAN", "DNDVI", "DNDWI", "DBRI", "NDVIA", "NDWIA", "BRIA", "SOILA", "BRISD",
+                  "EVIDF", "ELONG", "COMPACT", "ZXD"):
+            out[c] = np.array([], dtype=np.float64)
+        for c in ("TBLX", "ZXDJ"):
+            out[c] = np.array([], dtype=object)
+        return out
+    mean = {}
+    for col, src in (("P_MEAN", "S_P"), ("DNDVI", "S_DNDVI"), ("DNDWI", "S_DNDWI"),
+                     ("DBRI", "S_DBRI"), ("NDVIA", "S_NDVIA"), ("NDWIA", "S_NDWIA"),
+                     ("BRIA", "S_BRIA"), ("SOILA", "S_SOILA"), ("EVIDF", "N_STRONG")):
+        mean[col] = out[src].to_numpy(dtype=np.float64) / n
+        out[col] = mean[col]
+    out["BRISD"] = np.sqrt(np.maximum(out["S_BRIA2"].to_numpy(np.float64) / n
+                                      - mean["BRIA"] ** 2, 0.0))
+    elong, compact, fill, thin = shape_metrics(out.geometry.values)
+    out["ELONG"] = elong
+    out["COMPACT"] = compact
+    area = n * out["PX_AREA"].to_numpy(dtype=np.float64)
+
+    water = (mean["NDWIA"] > WATER_NDWI) & (mean["DNDWI"] > KT_DNDWI)
+    panels = ((mean["BRIA"] < GF_BRIGHT) & (mean["NDWIA"] <= WATER_NDWI)
+              & (mean["NDVIA"] < GF_NDVI)
+              & ((mean["DNDVI"] < -GF_DNDVI) | (mean["DBRI"] < -GF_DARK)))
+    linear = (elong >= DL_ELONG) | (thin >= DL_THIN)
+    bare = mean["NDVIA"] < BARE_NDVI
+    red_soil = bare & (mean["SOILA"] > TD_SOIL_STRONG)
+    bright = mean["DBRI"] > 0
+    block = bright & (fill >= B_FILL) & ((area <= B_MAX_M2) | (out["BRISD"].to_numpy() >= ROOF_TEXTURE))
+    soil = bare & (mean["SOILA"] > TD_SOIL)
+    tblx = np.select([water, panels, linear, red_soil, block, soil, bright],
+                     ["KT", "GF", "DL", "TD", "20", "TD", "YH"], default="QT")
+    out["TBLX"] = tblx.astype(object)
+
+    p = mean["P_MEAN"]
+    e = mean["EVIDF"]
+    out["ZXD"] = np.clip(p * (0.5 + 0.5 * e), 0.0, 1.0)
+    stat_ok = p >= HIGH_P
+    idx_ok = e >= HIGH_EVID
+    out["ZXDJ"] = np.where(stat_ok & idx_ok, "高", np.where(stat_ok | idx_ok, "中", "低")).astype(object)
+    return out

@@ -1,0 +1,420 @@
+"""The change detector's wrapper: parameters, the scene-wide model, and one tile.
+
+The pipeline fits one :class:`ChangeModel` per scene pair with :func:`fit_model`
+(on a decimated read of the whole scene: ``[run].decimation``, about 4 Mpx by default), then calls
+:func:`detect_tile` on each tile read with a halo of :data:`HALO_PX` pixels.
+Because every tile uses the same model and the neighbourhood operations only
+reach ``DetectParams.reach_px`` <= HALO_PX pixels, the decision inside a tile's
+core does not depend on where the tile edges lie.
+
+Arrays: ``before``/``after`` (nbands, h, w) float32 in DN units as read (for
+uint16 products DN = reflectance x 10000); ``valid`` (h, w) bool = valid in
+both dates and not cloud; ``bands`` the role of each band in array order
+(blue, green, red, nir, swir, or ``"-"`` to ignore a band).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detect import kernels, normalize, objects, rules, statistic
+from detect.indices import ROLES, indices, role_index, used_bands
+from tiles.errors import ConfigError, InputError
+
+HALO_PX: int = 8
+"""Halo (pixels) the pipeline reads around each tile; must cover DetectParams.reach_px."""
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Parameters of the detector: the ``[detect]`` table of the configuration.
+
+    Statistic
+        significance: chi-square test level of the IR-MAD statistic (per pixel).
+        max_iter, tol: IR-MAD stops when max |delta rho| < tol or after max_iter.
+        ridge: diagonal loading of the covariances, fraction of the mean variance.
+        robust_scale: test with robust MAD scales (1.4826 x median absolute
+            deviation over the fit sample) instead of IR-MAD's weighted sqrt(2 (1 -
+            rho)), which is biased low, so that ``significance`` holds on real scenes.
+        invariant_p: no-change probability above which a pixel is invariant and
+            used for the radiometric normalisation.
+    Objects
+        min_area_m2: minimum mapping unit, m², applied after the seam merge.
+        open_px: side (pixels) of the square opening that removes speckle and
+            1-pixel lines (2 keeps 2-pixel-wide roads); 1 disables it.
+        close_px: side (pixels) of the square closing that fills pinholes; 1 disables.
+    Index rules (reflectance = DN * reflectance_scale; see ``detect.rules``)
+        veg_ndvi: NDVI of green vegetation; veg_gain / veg_loss: NDVI rise / drop;
+        bright_gain / dark_drop: visible brightness rise / drop (reflectance);
+        water_ndwi: NDWI above which a pixel is water; ndwi_gain: NDWI rise;
+        residue_ndvi: NDVI that harvested stubble keeps; residue_bright: visible
+        brightening of a harvest (straw over canopy); farm_ndvi: NDVI of
+        crop or soil that can be flooded; wet_ndwi / flood_ndvi: a flooded paddy
+        is wet (NDWI above wet_ndwi) with NDVI above deep open water (flood_ndvi); crop_bright_max: brightening
+        above which a crop-like change is no longer seasonal; crop_smooth_px:
+        radius r of the (2 r + 1)² window whose mean after spectrum over its wet
+        pixels gives the NDVI that tells a flooded paddy from a deep pond (dark
+        water pixels are noisy; 0 = the pixel itself); crop_vote_px: seasonal crop change is
+        suppressed where most pixels of the (2 r + 1)² window look seasonal
+        (0 = per pixel); bare_ndvi: NDVI
+        below which a surface is bare; ndbi_gain: NDBI rise (SWIR only);
+        strong_factor: strong-evidence thresholds = factor x weak ones;
+        noise_k: brightness thresholds are at least noise_k x the scene's
+        no-change noise; require_evidence: the decision needs an index signature;
+        landuse_rules: false = decide on the chi-square test alone (any change).
+    """
+
+    significance: float = 0.01
+    min_area_m2: float = 200.0
+    max_iter: int = 30
+    tol: float = 0.001
+    ridge: float = 1e-6
+    robust_scale: bool = True
+    invariant_p: float = 0.9
+    open_px: int = 2
+    close_px: int = 3
+    reflectance_scale: float = 1e-4
+    veg_ndvi: float = 0.3
+    veg_gain: float = 0.15
+    veg_loss: float = 0.2
+    bright_gain: float = 0.04
+    dark_drop: float = 0.03
+    water_ndwi: float = 0.1
+    ndwi_gain: float = 0.2
+    residue_ndvi: float = 0.15
+    residue_bright: float = 0.03
+    farm_ndvi: float = 0.1
+    wet_ndwi: float = 0.05
+    flood_ndvi: float = -0.3
+    crop_bright_max: float = 0.12
+    crop_smooth_px: int = 1
+    crop_vote_px: int = 1
+    bare_ndvi: float = 0.2
+    ndbi_gain: float = 0.1
+    strong_factor: float = 2.0
+    noise_k: float = 3.0
+    require_evidence: bool = True
+    landuse_rules: bool = True
+
+    def __post_init__(self):
+        def bad(key, why):
+            raise ConfigError(f"[detect] {key} = {getattr(self, key)!r}: {why}")
+
+        if not 0.0 < self.significance < 1.0:
+            bad("significance", "must be between 0 and 1, e.g. 0.01")
+        if not self.min_area_m2 >= 0.0:
+            bad("min_area_m2", "must be >= 0 m²")
+        if self.max_iter < 1:
+            bad("max_iter", "must be >= 1")
+        if not self.tol > 0.0:
+            bad("tol", "must be > 0, e.g. 0.001")
+        if not self.ridge >= 0.0:
+            bad("ridge", "must be >= 0, e.g. 1e-6")
+        if not 0.0 < self.invariant_p < 1.0:
+            bad("invariant_p", "must be between 0 and 1, e.g. 0.9")
+        if self.open_px < 1 or self.close_px < 1:
+            bad("open_px" if self.open_px < 1 else "close_px", "must be >= 1 (1 disables)")
+        for key in ("crop_smooth_px", "crop_vote_px"):
+            if getattr(self, key) < 0:
+                bad(key, "must be >= 0 (0 disables)")
+        if self.reach_px > HALO_PX:
+            bad("close_px", f"max(crop_smooth_px, crop_vote_px) + open_px + close_px - 2 "
+                f"must be <= HALO_PX = {HALO_PX}")
+        if not self.reflectance_scale > 0.0:
+            bad("reflectance_scale", "must be > 0, e.g. 1e-4 for uint16 x 10000 products")
+        if not self.strong_factor >= 1.0:
+            bad("strong_factor", "must be >= 1")
+
+    @property
+    def reach_px(self) -> int:
+        """How far (pixels) a core pixel's decision looks into the halo."""
+        return (max(self.crop_smooth_px, self.crop_vote_px)
+                + (self.open_px - 1) + (self.close_px - 1))
+
+    @classmethod
+    def from_dict(cls, d) -> "DetectParams":
+        """Build from the ``[detect]`` TOML table; unknown keys and bad types raise ConfigError."""
+        d = dict(d or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kw = {}
+        for key, value in d.items():
+            if key not in fields:
+                raise ConfigError(f"[detect] has an unknown key {key!r}: known keys are "
+                                  f"{', '.join(sorted(fields))}")
+            default = fields[key].default
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"[detect] {key} = {value!r} must be true or false")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"[detect] {key} = {value!r} must be an integer")
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"[detect] {key} = {value!r} must be a number")
+                value = float(value)
+            kw[key] = value
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        """Plain dict of every parameter (for run.json)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ChangeModel:
+    """Scene-wide fitted parameters, shared by every tile of one scene pair.
+
+    IR-MAD transform (bands ``idx`` of the arrays): means, canonical vectors
+    ``a``/``b`` (columns, ascending canonical correlation ``rho``), MAD standard
+    deviations ``sigma`` used by the test (robust, see DetectParams.robust_scale)
+    and ``sigma_irmad`` = sqrt(2 (1 - rho)). Radiometric normalisation per array band:
+    ``after_norm = gain * after + offset`` (DN; gain 1, offset 0 for skipped
+    bands). ``noise``: no-change standard deviation of d_ndvi, d_ndwi, d_bright.
+    """
+
+    bands: tuple
+    idx: tuple
+    mean_before: list
+    mean_after: list
+    a: list
+    b: list
+    rho: list
+    sigma: list
+    gain: list
+    offset: list
+    noise: dict = field(default_factory=dict)
+    sigma_irmad: list = field(default_factory=list)
+    iterations: int = 0
+    converged: bool = False
+    n_pixels: int = 0
+    n_invariant: int = 0
+    scale: float = 1e-4
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (lists and floats only)."""
+        d = dataclasses.asdict(self)
+        d["bands"] = list(self.bands)
+        d["idx"] = [int(i) for i in self.idx]
+        return d
+
+    @classmethod
+    def from_dict(cls, d) -> "ChangeModel":
+        """Inverse of :meth:`to_dict`; a missing key raises ConfigError."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names[:10] if n not in d]
+        if missing:
+            raise ConfigError(f"change model lacks {', '.join(missing)}: refit it with fit_model")
+        kw = {k: d[k] for k in names if k in d}
+        kw["bands"] = tuple(kw["bands"])
+        kw["idx"] = tuple(int(i) for i in kw["idx"])
+        return cls(**kw)
+
+    def arrays(self):
+        """The model as float64 / int64 arrays in kernel argument order."""
+        return (np.asarray(self.idx, np.int64), np.asarray(self.mean_before, np.float64),
+                np.asarray(self.mean_after, np.float64), np.asarray(self.a, np.float64),
+                np.asarray(self.b, np.float64), 1.0 / np.asarray(self.sigma, np.float64),
+                np.asarray(self.gain, np.float64), np.asarray(self.offset, np.float64))
+
+
+@dataclass
+class ChangeLayers:
+    """Per-pixel output of :func:`detect_tile` on the halo arrays, all (h, w).
+
+    changed: bool, the decision after morphology. probability: float32 0-1,
+    chi-square CDF of the IR-MAD statistic. d_ndvi, d_ndwi: index change after -
+    before; d_bright: brightness change (reflectance); ndvi_after, ndwi_after,
+    bright_after, soil_after ((red - blue) / (red + blue)): the normalised after
+    date; evidence / strong: bool, land-use index signature at weak / strong
+    thresholds; flags: uint8 ``kernels.FLAG_*`` bits. Floats are NaN where invalid.
+    """
+
+    changed: np.ndarray
+    probability: np.ndarray
+    d_ndvi: np.ndarray
+    d_ndwi: np.ndarray
+    d_bright: np.ndarray
+    ndvi_after: np.ndarray
+    ndwi_after: np.ndarray
+    bright_after: np.ndarray
+    soil_after: np.ndarray
+    evidence: np.ndarray
+    strong: np.ndarray
+    flags: np.ndarray
+
+
+def _check_arrays(before, after, valid, bands):
+    before = np.asarray(before)
+    after = np.asarray(after)
+    valid = np.asarray(valid)
+    if before.ndim != 3 or before.shape != after.shape:
+        raise InputError(f"before {before.shape} and after {after.shape} must be (nbands, h, w) "
+                         "arrays on one grid: resample the after date onto the before grid")
+    if valid.shape != before.shape[1:]:
+        raise InputError(f"valid mask {valid.shape} does not match the image {before.shape[1:]}")
+    if len(bands) != before.shape[0]:
+        raise ConfigError(f"bands={list(bands)} names {len(bands)} bands but the image has "
+                          f"{before.shape[0]}: give one role per band ('-' to skip)")
+    x = np.ascontiguousarray(before, dtype=np.float32)
+    y = np.ascontiguousarray(after, dtype=np.float32)
+    v = np.ascontiguousarray(valid, dtype=np.bool_)
+    return x, y, v
+
+
+def fit_model(before, after, valid, bands, params) -> ChangeModel:
+    """Fit the scene-wide IR-MAD transform, normalisation and noise scales.
+
+    Parameters
+    ----------
+    before, after : numpy.ndarray
+        (nbands, h, w) DN, e.g. a decimated read of the whole scene.
+    valid : numpy.ndarray
+        (h, w) bool.
+    bands : sequence of str
+        Role per band.
+    params : DetectParams
+
+    Returns
+    -------
+    ChangeModel
+
+    Raises
+    ------
+    InputError
+        Too few valid pixels, a constant band, or duplicate bands.
+    """
+    bands = tuple(bands)
+    x, y, v = _check_arrays(before, after, valid, bands)
+    roles = role_index(bands)
+    idx = used_bands(bands)
+    p = idx.size
+    n = int(v.sum())
+    if n < max(50, 10 * p):
+        raise InputError(f"only {n} valid pixels to fit the change model: the scene overlap is "
+                         "empty or clouded; check the nodata values and cloud masks")
+    names = [bands[i] for i in idx]
+    fit = statistic.fit_irmad(x, y, idx, v, names, params.max_iter, params.tol, params.ridge)
+    sigma = fit.sigma
+    if params.robust_scale:
+        rs = statistic.robust_sigma(x, y, idx, v, fit.mean_x, fit.mean_y, fit.a, fit.b)
+        sigma = np.where(np.isfinite(rs) & (rs > 0), rs, fit.sigma)
+
+    inv = fit.weights > params.invariant_p
+    if inv.sum() < max(20, 5 * p):  # too few quiet pixels: take the quietest tenth
+        inv = fit.weights >= np.quantile(fit.weights[v], 0.9)
+    _, mean, cov = statistic.moments(x, y, idx, inv.astype(np.float32), np.concatenate(
+        [fit.mean_x, fit.mean_y]))
+    g, o = normalize.normalisation_from_moments(mean, cov, p)
+    gain = np.ones(x.shape[0])
+    offset = np.zeros(x.shape[0])
+    gain[idx] = g
+    offset[idx] = o
+
+    noise = _index_noise(x, y, v, fit.weights, roles, gain, offset, params.reflectance_scale)
+    return ChangeModel(
+        bands=bands, idx=tuple(int(i) for i in idx),
+        mean_before=fit.mean_x.tolist(), mean_after=fit.mean_y.tolist(),
+        a=fit.a.tolist(), b=fit.b.tolist(), rho=fit.rho.tolist(), sigma=sigma.tolist(),
+        sigma_irmad=fit.sigma.tolist(),
+        gain=gain.tolist(), offset=offset.tolist(), noise=noise,
+        iterations=int(fit.iterations), converged=bool(fit.converged),
+        n_pixels=n, n_invariant=int(inv.sum()), scale=float(params.reflectance_scale))
+
+
+def _index_noise(x, y, v, weights, roles, gain, offset, scale):
+    """No-change-weighted standard deviation of the index differences (dict of floats)."""
+    w = weights[v].astype(np.float64)
+    xb = x[:, v]
+    ya = y[:, v] * gain[:, None] + offset[:, None]
+    ib = indices(xb, roles, scale)
+    ia = indices(ya, roles, scale)
+    out = {}
+    for key, name in (("ndvi", "d_ndvi"), ("ndwi", "d_ndwi"), ("bright", "d_bright")):
+        d = ia[key].astype(np.float64) - ib[key]
+        ok = np.isfinite(d)
+        sw = w[ok].sum()
+        if sw > 0:
+            m = (w[ok] * d[ok]).sum() / sw
+            out[name] = float(np.sqrt((w[ok] * (d[ok] - m) ** 2).sum() / sw))
+        else:
+            out[name] = float("nan")
+    return out
+
+
+def detect_tile(before, after, valid, bands, model, params) -> ChangeLayers:
+    """Per-pixel change decision and morphology on one tile read with its halo.
+
+    Parameters
+    ----------
+    before, after : numpy.ndarray
+        (nbands, h, w) DN of the tile plus halo.
+    valid : numpy.ndarray
+        (h, w) bool.
+    bands : sequence of str
+        Role per band; must equal the bands the model was fitted with.
+    model : ChangeModel
+        From :func:`fit_model` on the whole scene.
+    params : DetectParams
+
+    Returns
+    -------
+    ChangeLayers
+        On the halo grid; the caller keeps the core.
+    """
+    bands = tuple(bands)
+    if bands != tuple(model.bands):
+        raise ConfigError(f"bands={list(bands)} differ from the change model's "
+                          f"{list(model.bands)}: refit the model with the same bands")
+    x, y, v = _check_arrays(before, after, valid, bands)
+    roles = role_index(bands)
+    idx, mx, my, a, b, inv_sigma, gain, offset = model.arrays()
+    noise_b = model.noise.get("d_bright", 0.0)
+    rule = rules.rule_vector(params, idx.size, noise_b if np.isfinite(noise_b) else 0.0)
+    ys = _smoothed_red_nir(y, v, roles, gain, offset, params)
+    prob, dv, dw, dbr, va, wa, bra, sa, flags = kernels.change_pixels(
+        x, y, ys, v, idx, mx, my, a, b, inv_sigma, gain, offset, roles,
+        float(model.scale), rule)
+    raw = decide(flags, v, params)
+    changed = objects.clean_mask(raw, v, params.open_px, params.close_px)
+    return ChangeLayers(
+        changed=changed, probability=prob, d_ndvi=dv, d_ndwi=dw, d_bright=dbr,
+        ndvi_after=va, ndwi_after=wa, bright_after=bra, soil_after=sa,
+        evidence=(flags & kernels.FLAG_EVIDENCE) > 0, strong=(flags & kernels.FLAG_STRONG) > 0,
+        flags=flags)
+
+
+def _smoothed_red_nir(y, valid, roles, gain, offset, params):
+    """Red and NIR of the after date averaged over the wet pixels of each window.
+
+    Only wet pixels (normalised NDWI > wet_ndwi) are averaged, so a pond's edge
+    pixels are not mixed with the field around it; (2, h, w) float32, DN.
+    """
+    ir, ig, inn = int(roles[2]), int(roles[1]), int(roles[3])
+    rn = np.ascontiguousarray(y[[ir, inn]])
+    if params.crop_smooth_px == 0:
+        return rn
+    g = y[ig] * np.float32(gain[ig]) + np.float32(offset[ig])
+    n = rn[1] * np.float32(gain[inn]) + np.float32(offset[inn])
+    wet = valid & (g - n > np.float32(params.wet_ndwi) * (g + n)) & (g + n > 0)
+    return kernels.box_mean(rn, wet, params.crop_smooth_px)
+
+
+def decide(flags, valid, params):
+    """The per-pixel decision from the kernel's flags, with the crop vote.
+
+    A pixel counts as seasonal crop change when it carries FLAG_CROP and so do
+    more than half of the valid pixels of its (2 crop_vote_px + 1)² window: a
+    harvest or a flooding covers a whole parcel, whereas single noisy pixels of a
+    pond or a panel field that look crop-like must not punch holes into a true
+    change.
+    With crop_vote_px = 0 this is the kernel's own FLAG_CHANGED.
+    """
+    if not params.landuse_rules or params.crop_vote_px == 0:
+        return (flags & kernels.FLAG_CHANGED) > 0
+    return kernels.vote_decide(flags, valid, params.crop_vote_px, params.require_evidence)
+
+
+__all__ = ["HALO_PX", "DetectParams", "ChangeModel", "ChangeLayers", "fit_model",
+           "detect_tile", "ROLES"]
