@@ -89,12 +89,15 @@ def main(verbose: int, quiet: int) -> None:
               help="The run configuration (TOML).")
 @click.option("--quarter", required=True, help="The quarter to detect, e.g. 2026Q3, or 'auto'.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Overrides [run].workdir.")
-@click.option("--executor", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
+              help="Where tile tasks run (default: dask when --scheduler or [dask].scheduler is set, else local).")
+@click.option("--scheduler", metavar="ADDR", help="Dask scheduler, e.g. tcp://10.0.0.5:8786, or a scheduler "
+              "file (.json); with --executor dask and no scheduler a LocalCluster of --workers processes starts.")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default [run].workers or cores).")
 @click.option("--from", "from_stage", help="Rerun from this stage: plan, detect, merge, overlay, batches, export.")
 @click.option("--fresh", is_flag=True, help="Discard this quarter's run directory and start over.")
 @handle_errors
-def run(config_path, quarter, workdir, executor, workers, from_stage, fresh):
+def run(config_path, quarter, workdir, executor, scheduler, workers, from_stage, fresh):
     """Run (or resume) one quarter.
 
     \b
@@ -107,7 +110,8 @@ def run(config_path, quarter, workdir, executor, workers, from_stage, fresh):
 
     cfg = load_config(config_path)
     q = Quarter.parse(quarter)
-    rd, outcome = run_quarter(cfg, q, from_stage=from_stage, fresh=fresh, workers=workers, workdir=workdir)
+    rd, outcome = run_quarter(cfg, q, from_stage=from_stage, fresh=fresh, workers=workers, workdir=workdir,
+                              executor=executor, scheduler=scheduler)
     click.echo(f"run directory: {rd.path}")
     _report_failures(outcome)
     sys.exit(outcome.exit_code)
@@ -293,6 +297,77 @@ def validate(config_path, quarter):
         click.echo(f"{level:<6} {what:<{width}}  {message}")
     if any(level == "ERROR" for level, _, _ in findings):
         sys.exit(EXIT_USAGE)
+
+
+@main.command()
+@click.option("--run", "run_path", required=True, type=click.Path(file_okay=False),
+              help="The run directory that issued the packages, e.g. runs/2026Q3.")
+@click.argument("packages", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@handle_errors
+def ingest(run_path, packages):
+    """Take back county packages with the verdict fields filled in.
+
+    Each zip is checked (zip slip, symlinks, size and count limits, safe XML, schema, JCBH of
+    this run, verdict codes, dates) and accepted or rejected as a whole: a rejected package
+    changes nothing. Exit 0: all accepted; 3: some rejected; 2: all rejected.
+
+    \b
+    Example:
+      tianyan ingest --run runs/2026Q3 450512_铁山港区_2026Q3_returned.zip
+    """
+    from pipeline.ingest import ingest_packages
+
+    results = ingest_packages(run_path, list(packages))
+    for r in results:
+        if r.accepted:
+            click.echo(f"accepted {Path(r.package).name}: county {r.xzqdm}, {r.rows} row(s) filled, "
+                       f"{r.verified} verdict(s), {r.photos} photo(s) -> {r.stored}")
+        else:
+            click.echo(f"rejected {Path(r.package).name}: nothing changed", err=True)
+            for problem in r.problems[:50]:
+                click.echo(f"  {problem}", err=True)
+            if len(r.problems) > 50:
+                click.echo(f"  ... {len(r.problems) - 50} more", err=True)
+    rejected = sum(not r.accepted for r in results)
+    sys.exit(0 if not rejected else EXIT_USAGE if rejected == len(results) else EXIT_PARTIAL)
+
+
+@main.command()
+@click.option("--workdir", required=True, type=click.Path(file_okay=False),
+              help="The workdir holding registry.gpkg (the runs' parent folder).")
+@click.option("--year", type=click.IntRange(min=2000, max=2100),
+              help="Calendar year of the quarters (default: the latest in the registry).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Take the thresholds from this configuration's [stats] table.")
+@click.option("--illegal-mu", type=click.FloatRange(min=0), help="Override [stats].illegal_farmland_mu (亩).")
+@click.option("--ratio", type=click.FloatRange(0, 1), help="Override [stats].illegal_ratio (0-1).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default <workdir>/stats/<year>).")
+@handle_errors
+def stats(workdir, year, config_path, illegal_mu, ratio, out):
+    """County statistics of a year: verdicts, rectification, 违法占用耕地比例, flags.
+
+    \b
+    Example:
+      tianyan stats --workdir runs --year 2026
+    """
+    from pipeline.config import DEFAULTS, load_config
+    from pipeline.stats import Thresholds, write_stats
+
+    settings = dict(load_config(config_path).stats if config_path else DEFAULTS["stats"])
+    if illegal_mu is not None:
+        settings["illegal_farmland_mu"] = illegal_mu
+    if ratio is not None:
+        settings["illegal_ratio"] = ratio
+    thresholds = Thresholds.from_dict(settings)
+    table, paths = write_stats(workdir, year, thresholds=thresholds, out_dir=out)
+    click.echo(f"{'rank':>4} {'XZQDM':<7} {'XZQMC':<8} {'issued':>6} {'verified':>8} {'illegal':>7} "
+               f"{'illegal 耕地亩':>12} {'unrectified 耕地亩':>16} {'ratio':>7}  flag")
+    for r in table.to_dict("records"):
+        ratio_text = "-" if r["illegal_ratio"] != r["illegal_ratio"] else f"{r['illegal_ratio']:.1%}"
+        click.echo(f"{r['rank']:>4} {r['XZQDM']:<7} {r['XZQMC']:<8} {r['issued_n']:>6} {r['verified_n']:>8} "
+                   f"{r['v_违法_n']:>7} {r['v_违法_gd_mu']:>12.2f} {r['unrectified_gd_mu']:>16.2f} "
+                   f"{ratio_text:>7}  {'约谈' if r['flagged'] else ''}")
+    click.echo(f"written: {paths['xlsx']}, {paths['html']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

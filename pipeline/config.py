@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from tiles.dates import compile_date_pattern
 from tiles.errors import ConfigError, InputFileError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -43,6 +44,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "after_date": "",
         "nodata": -1,         # -1: the files' own nodata
         "resampling": "bilinear",
+        "band_files": {},     # role -> what {band} stands for in before/after (one file per band)
+        "date_pattern": "",   # regex with (?P<year>)(?P<month>)(?P<day>) or (?P<doy>) for file names
     },
     "batches": {
         "max_per_batch": 25,
@@ -53,6 +56,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "export": {
         "formats": ["gpkg", "shp", "kmz", "xlsx", "chips", "html", "qgis"],
         "shp_encoding": "UTF-8",
+    },
+    "registry": {
+        "enabled": True,      # match against <workdir>/registry.gpkg and update it after export
+        "min_overlap": 0.1,   # share of the smaller polygon's area that must overlap for a repeat
+        "max_growth": 1.2,    # a repeat of a 合法/伪变化 polygon is suppressed up to this growth
+        "suppress_verdicts": ["合法", "伪变化"],
+    },
+    "stats": {
+        "illegal_farmland_mu": 100.0,    # flag a county above this illegal farmland (亩) ...
+        "illegal_ratio": 0.15,           # ... and above this 违法占用耕地比例
+        "construction_verdicts": ["合法", "违法"],  # verdicts whose farmland is the ratio's denominator
     },
 }
 
@@ -78,6 +92,8 @@ class Config:
     batches: dict
     export: dict
     dask: dict = field(default_factory=dict)
+    registry: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS["registry"]))
+    stats: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS["stats"]))
 
     @property
     def workdir(self) -> Path:
@@ -95,7 +111,8 @@ class Config:
             return obj
         return clean({"run": self.run, "imagery": self.imagery, "detect": self.detect,
                       "layers": self.layers, "priority": self.priority,
-                      "batches": self.batches, "export": self.export, "dask": self.dask})
+                      "batches": self.batches, "export": self.export, "dask": self.dask,
+                      "registry": self.registry, "stats": self.stats})
 
     @property
     def hash(self) -> str:
@@ -151,6 +168,12 @@ def config_from_dict(raw: dict, path: Path) -> Config:
     if bad:
         raise ConfigError(f"{path}: [imagery].bands has unknown role {bad[0]!r} "
                           f"(use blue, green, red, nir, swir or '-' to skip a band)")
+    for role, value in imagery["band_files"].items():
+        if role not in BAND_ROLES - {"-"} or not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: [imagery].band_files.{role} = {value!r}: keys are band roles "
+                              f"(blue, green, red, nir, swir), values the text of {{band}} in the "
+                              f"file pattern, e.g. nir = \"B08_10m\"")
+    compile_date_pattern(imagery["date_pattern"], f"{path}: [imagery].date_pattern")
     needed = {"red", "nir", "green"}
     if not needed <= set(imagery["bands"]):
         raise ConfigError(f"{path}: [imagery].bands must name at least green, red and nir "
@@ -189,7 +212,7 @@ def config_from_dict(raw: dict, path: Path) -> Config:
         free[name] = dict(table)
     return Config(path=path, run=run, imagery=imagery, detect=free["detect"], layers=layers,
                   priority=free["priority"], batches=tables["batches"], export=tables["export"],
-                  dask=free["dask"])
+                  dask=free["dask"], registry=tables["registry"], stats=tables["stats"])
 
 
 def _require_table(value, name, path):

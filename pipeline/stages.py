@@ -33,12 +33,14 @@ from pipeline.config import Config
 from pipeline.executor import default_workers, run_tasks
 from pipeline.package import write_county_package
 from pipeline.quarter import Quarter
+from pipeline.registry import link_to_earlier, record_issued
 from pipeline.rundir import RunDir, now_iso
 from pipeline.schema import VERDICT_FIELDS, order_columns
-from tiles.errors import InputError, TianyanError
+from tiles.errors import InputError, InputFileError, TianyanError
 from tiles.grid import Grid, Tile, make_grid, make_tiles
-from tiles.imagery import DateImagery, open_date
-from tiles.reader import read_pair
+from tiles.imagery import DateImagery, check_pair, open_config_date
+from tiles.reader import has_common_data, read_pair
+from tiles.sample import sample_pair
 
 log = logging.getLogger("tianyan")
 
@@ -63,16 +65,14 @@ class Outcome:
 def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome) -> None:
     """Resolve imagery, build the grid and tiles, and fit the detector's scene-wide model."""
     im, prev = cfg.imagery, quarter.previous()
-    dates = {}
-    for label in ("before", "after"):
-        dates[label] = open_date(label, im[label], im["bands"], quarter=str(quarter),
-                                 prev_quarter=str(prev), date_override=im[f"{label}_date"],
-                                 nodata_override=im["nodata"], cloud_pattern=im[f"cloud_mask_{label}"])
-    before, after = dates["before"], dates["after"]
+    before, after = (open_config_date(label, im, quarter=str(quarter), prev_quarter=str(prev))
+                     for label in ("before", "after"))
     if before.date >= after.date:
         raise InputError(f"{after.files[0]}: the after date {after.date} is not later than the before "
                          f"date {before.date} (check [imagery].before / after)")
-    grid = make_grid(before.files, after.files, crs=cfg.run["crs"], resolution=cfg.run["resolution"])
+    check_pair(before, after)
+    grid = make_grid(before.image_files(), after.image_files(), crs=cfg.run["crs"],
+                     resolution=cfg.run["resolution"])
     tiles = make_tiles(grid, cfg.run["tile_size"], HALO_PX)
     params = DetectParams.from_dict(cfg.detect)
     model, decimate = fit_scene_model(before, after, grid, params, cfg.run["decimation"], im["resampling"])
@@ -84,8 +84,7 @@ def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcom
             "before": before.to_dict(), "after": after.to_dict(), "decimation": decimate,
             "resampling": im["resampling"], "params": cfg.detect, "model": model.to_dict()}
     write_json(rd.path / "plan.json", plan)
-    manifest["inputs"] = {f: _file_stamp(f) for f in before.files + after.files
-                          + before.cloud_masks + after.cloud_masks
+    manifest["inputs"] = {f: _file_stamp(f) for f in before.all_files() + after.all_files()
                           + [spec["path"] for spec in cfg.layers.values()]}
     manifest["dates"] = {"before": before.date, "after": after.date}
     manifest["grid"] = grid.to_dict()
@@ -99,15 +98,22 @@ def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params:
 
     Fitting once for the scene (not per tile) makes every tile use the same normalisation and
     statistics, so results do not depend on where tile edges fall. ``decimation`` 0 samples about
-    FIT_PIXELS pixels; memory is bounded by that, not by the scene size.
+    FIT_PIXELS pixels; memory is bounded by that, not by the scene size. The same pass measures
+    where each scene has data: ``before.footprints`` and ``after.footprints`` are set, so tiles
+    without data are skipped unread. Parts of the sample that cannot be read (a corrupt block)
+    are left out with a warning; their tiles fail later, naming file and window.
     """
     decimate = decimation or max(1, math.ceil(math.sqrt(grid.width * grid.height / FIT_PIXELS)))
-    b, a, valid = read_pair(before, after, grid, Window(0, 0, grid.width, grid.height),
-                            resampling=resampling, decimate=decimate)
-    if not valid.any():
+    sample = sample_pair(before, after, grid, decimate, resampling=resampling)
+    if not sample.valid.any():
+        if sample.failed:
+            raise InputFileError(f"no part of the imagery could be read for the scene-wide fit; "
+                                 f"first failure: {sample.failed[0]}")
         raise InputError(f"{before.files[0]} / {after.files[0]}: no pixel is valid in both dates "
                          f"(all nodata or cloud)")
-    return fit_model(b, a, valid, before.roles, params), decimate
+    before.footprints = sample.footprints["before"]
+    after.footprints = sample.footprints["after"]
+    return fit_model(sample.before, sample.after, sample.valid, before.roles, params), decimate
 
 
 def _file_stamp(path: str) -> dict:
@@ -147,7 +153,13 @@ def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: Cha
 
     Returns ``(parts, layers, valid, read_seconds)``; ``layers`` is None when the core holds no
     valid pixel (nothing is detected there, and nothing beyond the read is computed).
+    ``read_seconds`` is None when the scenes' footprints show no data of both dates in the core:
+    then no file is opened at all.
     """
+    empty = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
+    if not has_common_data(before, after, grid, tile.core):
+        empty["TILE"] = tile.id
+        return empty, None, np.zeros((int(tile.halo.height), int(tile.halo.width)), bool), None
     t0 = time.perf_counter()
     b, a, valid = read_pair(before, after, grid, tile.halo, resampling=resampling)
     t_read = time.perf_counter() - t0
@@ -157,7 +169,7 @@ def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: Cha
         layers = detect_tile(b, a, valid, before.roles, model, params)
         parts = tile_objects(layers, valid, core, grid.window_transform(tile.halo), grid.crs)
     else:
-        parts = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
+        parts = empty
     parts["TILE"] = tile.id
     return parts, layers, valid, t_read
 
@@ -172,11 +184,12 @@ def detect_one_tile(task: tuple[str, dict]) -> dict:
     with atomic_path(Path(run_path) / "tiles" / f"{tile.id}.parquet") as tmp:
         parts.to_parquet(tmp)
     return {"tile": tile.id, "objects": len(parts), "valid_px": int(valid[tile.core_in_halo].sum()),
-            "read_s": round(t_read, 3), "total_s": round(time.perf_counter() - t0, 3)}
+            "skipped": t_read is None, "read_s": round(t_read or 0.0, 3),
+            "total_s": round(time.perf_counter() - t0, 3)}
 
 
 def stage_detect(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, executor: str | None = None, scheduler: str | None = None) -> None:
     plan = load_plan(rd.path)
     todo = [t for t in plan["tiles"] if not (rd.tiles / f"{t['id']}.parquet").exists()]
     workers = workers or cfg.run["workers"] or default_workers()
@@ -184,7 +197,7 @@ def stage_detect(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outc
     log.info("detect: %d of %d tiles to do on %d worker(s)", len(todo), len(plan["tiles"]), workers)
     tasks = [(str(rd.path), t) for t in todo]
     done = 0
-    for (_, t), result, error in run_tasks(detect_one_tile, tasks, workers):
+    for (_, t), result, error in run_tasks(detect_one_tile, tasks, workers, executor=executor, scheduler=scheduler, cfg=cfg):
         if error is not None:
             msg = str(error) if isinstance(error, TianyanError) else f"{type(error).__name__}: {error}"
             outcome.failed_tiles[t["id"]] = msg
@@ -225,6 +238,9 @@ def stage_overlay(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, out
     objects = gpd.read_parquet(rd.path / "objects.parquet")
     weights = priority_from_dict(cfg.priority)
     gdf, report = overlay_changes(objects, cfg.layers)
+    # registry: QQJCBH from earlier quarters (before priority: a repeat scores higher);
+    # repeats of polygons judged 合法 / 伪变化 that did not grow are not issued again
+    gdf, suppressed = link_to_earlier(rd.workdir, gdf, str(quarter), cfg.registry)
     gdf = prioritize(gdf, weights)
     gdf["QSX"] = manifest["dates"]["before"]
     gdf["HSX"] = manifest["dates"]["after"]
@@ -236,8 +252,9 @@ def stage_overlay(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, out
     gdf["PCBH"], gdf["PCXH"] = "", 0
     write_changes(gdf, rd.path / "changes.gpkg")
     outside = sorted(gdf.loc[gdf["XZQDM"] == "", "JCBH"].tolist())
-    write_json(rd.path / "overlay_report.json", {**_jsonable(report), "outside_counties": outside})
-    rd.event("overlay", polygons=len(gdf), outside=len(outside))
+    write_json(rd.path / "overlay_report.json", {**_jsonable(report), "outside_counties": outside,
+                                                 "suppressed": _jsonable(suppressed)})
+    rd.event("overlay", polygons=len(gdf), outside=len(outside), suppressed=len(suppressed))
 
 
 def assign_jcbh(gdf: gpd.GeoDataFrame, quarter: Quarter) -> gpd.GeoDataFrame:
@@ -333,6 +350,11 @@ def stage_export(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outc
                                    failed_tiles=manifest.get("failed_tiles", {}),
                                    failed_counties=outcome.failed_counties, manifest=manifest,
                                    overlay_report=overlay_report)
+    summary["suppressed"] = overlay_report.get("suppressed", [])
+    # registry: what this export issued (idempotent; verdicts already returned are kept)
+    record_issued(rd.workdir, gdf, quarter=str(quarter), counties=list(packages),
+                  run_id=manifest.get("run_id", ""), issue_date=manifest.get("issue_date", ""),
+                  settings=cfg.registry)
     write_json(rd.path / "summary.json", summary)
     run_report.write_html(rd.path / "report.html", summary, cfg.run["name"])
     manifest["failed_counties"] = outcome.failed_counties

@@ -1,17 +1,26 @@
-"""Check every input of a run before it starts: imagery, dates, overlap, layers, fields, disk."""
+"""Check every input of a run before it starts: imagery, dates, overlap, layers, fields, disk,
+the registry and the places a run under cron must be able to write to."""
 from __future__ import annotations
 
+import datetime as _dt
+import os
 import shutil
+import tempfile
 from pathlib import Path
+
+import pyogrio
+from pyproj import CRS
+from rasterio.warp import transform_bounds
 
 from overlay.layers import layer_info
 from pipeline.config import Config
 from pipeline.quarter import Quarter
 from tiles.errors import TianyanError
-from tiles.grid import make_grid
+from tiles.grid import footprint, make_grid
 from tiles.imagery import open_date
 
 FREE_DISK_MB = 2048
+MIN_OVERLAP_SHARE = 0.5   # below this share of the after date covered by both dates: a warning
 
 
 def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]:
@@ -33,13 +42,22 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
             grid = make_grid(dates["before"].files, dates["after"].files, crs=cfg.run["crs"],
                              resolution=cfg.run["resolution"])
             out.append(("OK", "grid", f"{grid.width} x {grid.height} px at {grid.res} m in {grid.crs}"))
-            if dates["before"].date >= dates["after"].date:
-                out.append(("ERROR", "dates", f"after date {dates['after'].date} is not later than "
-                                              f"before date {dates['before'].date}"))
+            out.append(_check_overlap(dates["after"].files, grid))
+            out.extend(_check_dates(dates["before"].date, dates["after"].date, quarter))
         except TianyanError as exc:
             out.append(("ERROR", "grid", str(exc)))
+            grid = None
+    else:
+        grid = None
     for name, spec in cfg.layers.items():
-        out.append(_check_layer(name, spec))
+        finding = _check_layer(name, spec)
+        out.append(finding)
+        if grid is not None and finding[0] == "OK":
+            cover = _check_layer_cover(name, spec, grid)
+            if cover:
+                out.append(cover)
+    out.extend(_check_registry(cfg))
+    out.extend(_check_writable(cfg))
     workdir = Path(cfg.run["workdir"])
     probe = workdir if workdir.exists() else workdir.parent
     while not probe.exists():
@@ -60,3 +78,104 @@ def _check_layer(name: str, spec: dict) -> tuple[str, str, str]:
         return ("ERROR", what, f"{spec['path']}: cannot be read ({exc})")
     count = f"{info['features']} features" if info["features"] >= 0 else "features not counted"
     return ("OK", what, f"layer {info['layer']!r}, {count}, {info['crs'].to_string()}")
+
+
+def _check_overlap(after_files: list[str], grid) -> tuple[str, str, str]:
+    """Share of the after date's footprint that the before date also covers (the grid)."""
+    a = footprint(after_files, grid.crs)
+    after_area = max((a[2] - a[0]) * (a[3] - a[1]), 1e-9)
+    share = min(1.0, grid.width * grid.height * grid.res ** 2 / after_area)
+    level = "OK" if share >= MIN_OVERLAP_SHARE else "WARN"
+    return (level, "overlap", f"the before date covers {share:.0%} of the after date's extent"
+                              + ("" if level == "OK" else " (most of the after date cannot be compared; "
+                                 "check [imagery].before)"))
+
+
+def _check_dates(before: str, after: str, quarter: Quarter) -> list[tuple[str, str, str]]:
+    b, a = _dt.date.fromisoformat(str(before)[:10]), _dt.date.fromisoformat(str(after)[:10])
+    if b >= a:
+        return [("ERROR", "dates", f"after date {a} is not later than before date {b} "
+                                   "(check [imagery].before / after or before_date / after_date)")]
+    out = [("OK", "dates", f"before {b}, after {a} ({(a - b).days} days apart)")]
+    if not quarter.first_day <= a <= quarter.last_day:
+        out.append(("WARN", "dates", f"after date {a} is outside {quarter} ({quarter.first_day} to "
+                                     f"{quarter.last_day}); is [imagery].after the right quarter?"))
+    if b >= quarter.first_day:
+        out.append(("WARN", "dates", f"before date {b} lies inside {quarter} itself; the before date "
+                                     f"normally comes from {quarter.previous()}"))
+    return out
+
+
+def _check_layer_cover(name: str, spec: dict, grid) -> tuple[str, str, str] | None:
+    """A layer whose extent misses the imagery: an error for counties (every polygon would be
+    outside every county), a warning for the others."""
+    try:
+        info = pyogrio.read_info(spec["path"], layer=spec.get("layer"), encoding=spec.get("encoding"),
+                                 force_total_bounds=True)
+        box = transform_bounds(CRS.from_user_input(info["crs"]), CRS.from_user_input(grid.crs),
+                               *info["total_bounds"], densify_pts=21)
+    except Exception:  # noqa: BLE001 - unreadable extents were reported by _check_layer already
+        return None
+    g = (grid.left, grid.top - grid.height * grid.res, grid.left + grid.width * grid.res, grid.top)
+    if box[0] < g[2] and g[0] < box[2] and box[1] < g[3] and g[1] < box[3]:
+        return None
+    level = "ERROR" if name == "counties" else "WARN"
+    return (level, f"layers.{name}", f"{spec['path']}: the layer's extent does not reach the imagery "
+                                     f"(check the file and its CRS)")
+
+
+def _check_registry(cfg: Config) -> list[tuple[str, str, str]]:
+    from pipeline.registry import RegistryParams, read_registry, registry_path
+    from pipeline.stats import Thresholds
+
+    out = []
+    try:
+        params = RegistryParams.from_dict(cfg.registry)
+        Thresholds.from_dict(cfg.stats)
+    except TianyanError as exc:
+        return [("ERROR", "config", f"{cfg.path}: {exc}")]
+    path = registry_path(cfg.run["workdir"])
+    if not params.enabled:
+        out.append(("OK", "registry", "disabled ([registry].enabled = false)"))
+    elif path.exists():
+        try:
+            reg = read_registry(path)
+            out.append(("OK", "registry", f"{path}: {len(reg)} polygon(s) of "
+                                          f"{reg['JCJD'].nunique()} quarter(s)"))
+        except TianyanError as exc:
+            out.append(("ERROR", "registry", str(exc)))
+    else:
+        out.append(("OK", "registry", f"{path} will be created by the first export"))
+    return out
+
+
+def _check_writable(cfg: Config) -> list[tuple[str, str, str]]:
+    """The workdir and the Numba cache must be writable by the user the run runs as."""
+    out = []
+    workdir = Path(cfg.run["workdir"])
+    probe = workdir if workdir.exists() else workdir.parent
+    while not probe.exists():
+        probe = probe.parent
+    out.append(_writable("workdir", probe, str(workdir) if probe == workdir
+                         else f"{workdir} (not yet created; its parent {probe})"))
+    cache = os.environ.get("NUMBA_CACHE_DIR")
+    if not cache:
+        out.append(("WARN", "numba cache", "NUMBA_CACHE_DIR is not set: under cron or systemd the "
+                                           "compiled kernels may not be cached (see configs/tianyan.service)"))
+    else:
+        path = Path(cache)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return out + [("ERROR", "numba cache", f"NUMBA_CACHE_DIR={cache} cannot be created ({exc})")]
+        out.append(_writable("numba cache", path, f"NUMBA_CACHE_DIR={cache}"))
+    return out
+
+
+def _writable(what: str, path: Path, name: str) -> tuple[str, str, str]:
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return ("ERROR", what, f"{name} is not writable ({exc.strerror}); fix its owner or permissions")
+    return ("OK", what, f"{name} is writable")

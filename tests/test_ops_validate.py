@@ -1,0 +1,137 @@
+"""`tianyan validate` before a long run: overlap of the dates, dates against the quarter, layers that
+miss the imagery, registry and statistics settings, writable workdir and Numba cache, free disk.
+Each blocking finding makes the command exit 2."""
+import re
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import rasterio
+from click.testing import CliRunner
+from rasterio.windows import Window
+
+from cli import main
+from pipeline.config import load_config
+from pipeline.quarter import Quarter
+from pipeline.validate import validate_inputs
+
+Q = Quarter(2026, 3)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from pipeline.demo import make_demo
+
+    out = tmp_path_factory.mktemp("validate")
+    make_demo(out, width=400, height=400, tile_size=200)
+    return out
+
+
+def variant(demo: Path, tmp_path: Path, replace: dict = (), append: str = "") -> Path:
+    text = (demo / "demo.toml").read_text(encoding="utf-8")
+    for old, new in dict(replace).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    text = re.sub(r'path = "layers/', f'path = "{demo}/layers/', text)
+    text = re.sub(r'"imagery/', f'"{demo}/imagery/', text)
+    text = text.replace('workdir = "runs"', f'workdir = "{tmp_path / "runs"}"')
+    cfg = tmp_path / "v.toml"
+    cfg.write_text(text + append, encoding="utf-8")
+    return cfg
+
+
+def findings(cfg: Path, quarter: Quarter = Q) -> dict:
+    out = {}
+    for level, what, message in validate_inputs(load_config(cfg), quarter):
+        out.setdefault(what, []).append((level, message))
+    return out
+
+
+def test_the_demo_passes_with_every_new_check(demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    f = findings(variant(demo, tmp_path))
+    assert f["overlap"] == [("OK", "the before date covers 100% of the after date's extent")]
+    assert f["dates"][0][0] == "OK" and len(f["dates"]) == 1
+    for what in ("registry", "workdir", "numba cache", "disk"):
+        assert f[what][0][0] == "OK", (what, f[what])
+
+
+def test_partial_overlap_of_the_dates_is_a_warning(demo, tmp_path):
+    src_path = next((demo / "imagery" / "2026Q2").glob("*_MS.tif"))
+    dst = tmp_path / "imagery" / "2026Q2" / src_path.name
+    dst.parent.mkdir(parents=True)
+    with rasterio.open(src_path) as src:          # keep the western 30 % of the before scene
+        win = Window(0, 0, 120, src.height)
+        profile = dict(src.profile, width=120, transform=src.window_transform(win))
+        profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(src.read(window=win))
+            out.update_tags(**src.tags())
+    cfg = variant(demo, tmp_path, {'before = "imagery/{prev_quarter}/*_MS.tif"':
+                                   f'before = "{tmp_path}/imagery/{{prev_quarter}}/*_MS.tif"'})
+    f = findings(cfg)
+    level, message = f["overlap"][0]
+    assert level == "WARN" and "covers 30%" in message
+
+
+def test_dates_outside_the_quarter_warn_and_reversed_dates_block(demo, tmp_path):
+    cfg = variant(demo, tmp_path, append='')
+    text = cfg.read_text(encoding="utf-8").replace("[imagery]\n", '[imagery]\nafter_date = "2026-10-05"\n')
+    cfg.write_text(text, encoding="utf-8")
+    f = findings(cfg)
+    assert ("WARN", "after date 2026-10-05 is outside 2026Q3 (2026-07-01 to 2026-09-30); "
+                    "is [imagery].after the right quarter?") in f["dates"]
+    cfg.write_text(text.replace('after_date = "2026-10-05"', 'before_date = "2026-07-20"\n'
+                                                            'after_date = "2026-07-10"'), encoding="utf-8")
+    f = findings(cfg)
+    assert f["dates"][0][0] == "ERROR" and "not later than before date 2026-07-20" in f["dates"][0][1]
+
+
+def test_a_county_layer_that_misses_the_imagery_blocks(demo, tmp_path):
+    far = gpd.read_file(demo / "layers" / "counties.gpkg", layer="XZQ")
+    far["geometry"] = far.translate(xoff=5.0)     # 5 degrees east: another province
+    far.to_file(tmp_path / "far.gpkg", layer="XZQ", driver="GPKG")
+    cfg = variant(demo, tmp_path)
+    text = cfg.read_text(encoding="utf-8").replace(f'path = "{demo}/layers/counties.gpkg"',
+                                                   f'path = "{tmp_path}/far.gpkg"')
+    text = text.replace(f'path = "{demo}/layers/pzyd.gpkg"', f'path = "{tmp_path}/far.gpkg"\nlayer = "XZQ"')
+    cfg.write_text(text, encoding="utf-8")
+    f = findings(cfg)
+    assert [lvl for lvl, _ in f["layers.counties"]] == ["OK", "ERROR"]
+    assert "does not reach the imagery" in f["layers.counties"][1][1]
+    assert [lvl for lvl, _ in f["layers.approved"]] == ["OK", "WARN"]
+    r = CliRunner().invoke(main, ["validate", "--config", str(cfg), "--quarter", "2026Q3"])
+    assert r.exit_code == 2
+
+
+def test_registry_and_stats_settings_and_a_broken_registry(demo, tmp_path):
+    cfg = variant(demo, tmp_path, append="\n[registry]\nmax_growth = 0.5\n")
+    f = findings(cfg)
+    assert f["config"][0][0] == "ERROR" and "[registry].max_growth" in f["config"][0][1]
+    cfg = variant(demo, tmp_path, append="\n[stats]\nillegal_ratio = 15.0\n")
+    assert "[stats].illegal_ratio" in findings(cfg)["config"][0][1]
+    cfg = variant(demo, tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "registry.gpkg").write_bytes(b"garbage")
+    f = findings(cfg)
+    assert f["registry"][0][0] == "ERROR" and "registry.gpkg" in f["registry"][0][1]
+
+
+def test_numba_cache_and_disk(demo, tmp_path, monkeypatch):
+    cfg = variant(demo, tmp_path)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert findings(cfg)["numba cache"][0][0] == "WARN"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "numba"))
+    level, message = findings(cfg)["numba cache"][0]
+    assert level == "ERROR" and "cannot be created" in message
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, (10 << 30) - (100 << 20), 100 << 20))
+    level, message = findings(cfg)["disk"][0]
+    assert level == "ERROR" and "100 MB free" in message
+    r = CliRunner().invoke(main, ["validate", "--config", str(cfg), "--quarter", "2026Q3"])
+    assert r.exit_code == 2 and re.search(r"^ERROR\s+disk", r.output, re.M)
