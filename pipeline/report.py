@@ -41,6 +41,9 @@ def write_html(path: Path, summary: dict, title: str) -> None:
     failed = "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in
                      {**summary["failed_tiles"], **summary["failed_counties"]}.items())
     outside = ", ".join(e(j) for j in summary["outside_counties"]) or "无"
+    held = "".join(f"<tr><td>{e(str(r.get('XZQDM', '')))}</td><td>{e(str(r.get('QQJCBH', '')))}</td>"
+                   f"<td>{e(str(r.get('HCJG', '')))}</td><td>{e(str(r.get('reason', '')))}</td></tr>"
+                   for r in summary.get("suppressed", []))
     doc = f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8"><title>{e(title)} {e(summary['quarter'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -54,6 +57,8 @@ td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:nth-child(2){{
 <th>耕地(亩)</th><th>永久基本农田(亩)</th><th>核查包</th></tr>
 {''.join(rows)}</table>
 <h2>不在任何县内的图斑</h2><p>{outside}</p>
+<h2>未再次下发的重复图斑</h2>
+{('<table><tr><th>行政区代码</th><th>前期监测编号</th><th>前期核查结果</th><th>理由</th></tr>' + held + '</table>') if held else '<p>无</p>'}
 <h2>失败的瓦片或县</h2><ul>{failed or '<li>无</li>'}</ul>
 </body></html>
 """

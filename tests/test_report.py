@@ -1,0 +1,27 @@
+"""Province summary and report: counts and areas computed by hand on three polygons."""
+import geopandas as gpd
+from shapely.geometry import box
+
+from pipeline.report import summarize, write_html
+
+
+def test_summary_counts_and_areas_by_county_level_and_type(tmp_path):
+    gdf = gpd.GeoDataFrame({
+        "XZQDM": ["450512", "450512", "450503", ""], "XZQMC": ["铁山港区", "铁山港区", "银海区", ""],
+        "JCBH": ["a", "b", "c", "d"], "YXJ": [1, 2, 1, 3], "TBLX": ["20", "KT", "20", "QT"],
+        "JCMJM": [1.5, 2.0, 0.25, 1.0], "GDMJ": [1000.0, 0.0, 2000 / 3, 0.0],
+        "JBNTMJ": [500.0, 0.0, 0.0, 0.0]},
+        geometry=[box(0, 0, 1, 1)] * 4, crs="EPSG:4545")
+    s = summarize(gdf, quarter="2026Q3", packages={"450512": "p.zip"}, outside=["d"], failed_tiles={},
+                  failed_counties={"450503": "disk full"}, manifest={"dates": {"before": "x"}}, overlay_report={})
+    t = s["counties"]["450512"]
+    assert t["polygons"] == 2 and t["area_mu"] == 3.5 and t["farmland_mu"] == 1.5
+    assert t["basic_farmland_mu"] == 0.75 and t["by_level"] == {"1": 1, "2": 1}
+    assert s["counties"]["450503"]["farmland_mu"] == 1.0 and s["counties"]["450503"]["package"] is None
+    assert s["total"]["polygons"] == 4 and s["total"]["by_type"] == {"20": 2, "KT": 1, "QT": 1}
+    assert s["outside_counties"] == ["d"]
+    s["suppressed"] = [{"XZQDM": "450512", "QQJCBH": "q", "HCJG": "合法", "reason": "<script>"}]
+    write_html(tmp_path / "r.html", s, "示例 <省>")
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<script>" not in html and "&lt;script&gt;" in html and "示例 &lt;省&gt;" in html
+    assert "disk full" in html and "未生成" in html
