@@ -22,7 +22,7 @@ import shapely
 
 from pipeline.atomic import atomic_path
 from pipeline.quarter import Quarter
-from pipeline.schema import VERDICT_FIELDS, VERDICTS
+from pipeline.schema import SCHEMA as RUN_SCHEMA, VERDICT_FIELDS, VERDICTS
 from tiles.errors import ConfigError, InputFileError
 
 log = logging.getLogger("tianyan")
@@ -38,33 +38,22 @@ RECTIFIED = ("拆除", "补办")
 ZGZT_VALUES = ("拆除", "补办", "未整改")
 """整改情况 of an illegal polygon: demolished, retro-approved, or not (yet) rectified."""
 
+# Fields only the registry has; the others take their 中文 and kind from pipeline.schema.
+_REGISTRY_ONLY = {
+    "JCJD": ("监测季度", "text"),
+    "XFRQ": ("下发日期", "text"),
+    "ZT": ("状态", "text"),
+    "ZGZT": ("整改情况", "text"),
+    "HSRQ": ("回收日期", "text"),
+    "HSWJ": ("回收文件", "text"),
+    "RUNID": ("运行编号", "text"),
+}
+_ORDER = ("JCBH", "XZQDM", "XZQMC", "JCJD", "QQJCBH", "TBLX", "JCMJ", "JCMJM", "GDMJ", "JBNTMJ",
+          "YXJ", "PCBH", "XFRQ", "ZT", *VERDICT_FIELDS, "ZGZT", "HSRQ", "HSWJ", "RUNID")
+_RUN = {f: (zh, kind) for f, zh, kind in RUN_SCHEMA}
 # (field, 中文, kind) in file order; kind: text, float, int.
-SCHEMA: tuple[tuple[str, str, str], ...] = (
-    ("JCBH", "监测编号", "text"),
-    ("XZQDM", "行政区代码", "text"),
-    ("XZQMC", "行政区名称", "text"),
-    ("JCJD", "监测季度", "text"),
-    ("QQJCBH", "前期监测编号", "text"),
-    ("TBLX", "图斑类型", "text"),
-    ("JCMJ", "监测面积", "float"),
-    ("JCMJM", "监测面积(亩)", "float"),
-    ("GDMJ", "耕地面积", "float"),
-    ("JBNTMJ", "永久基本农田面积", "float"),
-    ("YXJ", "优先级", "int"),
-    ("PCBH", "批次编号", "text"),
-    ("XFRQ", "下发日期", "text"),
-    ("ZT", "状态", "text"),
-    ("HCJG", "核查结果", "text"),
-    ("WFLX", "违法类型", "text"),
-    ("SJYT", "实际用途", "text"),
-    ("HCRY", "核查人", "text"),
-    ("HCRQ", "核查日期", "text"),
-    ("HCSM", "核查说明", "text"),
-    ("ZGZT", "整改情况", "text"),
-    ("HSRQ", "回收日期", "text"),
-    ("HSWJ", "回收文件", "text"),
-    ("RUNID", "运行编号", "text"),
-)
+SCHEMA: tuple[tuple[str, str, str], ...] = tuple(
+    (f, *(_REGISTRY_ONLY.get(f) or _RUN[f])) for f in _ORDER)
 FIELDS = tuple(f for f, _, _ in SCHEMA)
 FIELDS_ZH = {f: zh for f, zh, _ in SCHEMA}
 KINDS = {f: kind for f, _, kind in SCHEMA}
