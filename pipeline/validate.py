@@ -17,7 +17,7 @@ from pipeline.config import Config
 from pipeline.quarter import Quarter
 from tiles.errors import TianyanError
 from tiles.grid import footprint, make_grid
-from tiles.imagery import open_date
+from tiles.imagery import check_pair, open_config_date
 
 FREE_DISK_MB = 2048
 MIN_OVERLAP_SHARE = 0.5   # below this share of the after date covered by both dates: a warning
@@ -29,20 +29,19 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
     im, dates = cfg.imagery, {}
     for label in ("before", "after"):
         try:
-            d = open_date(label, im[label], im["bands"], quarter=str(quarter),
-                          prev_quarter=str(quarter.previous()), date_override=im[f"{label}_date"],
-                          nodata_override=im["nodata"], cloud_pattern=im[f"cloud_mask_{label}"])
+            d = open_config_date(label, im, quarter=str(quarter), prev_quarter=str(quarter.previous()))
             dates[label] = d
-            out.append(("OK", f"imagery.{label}", f"{len(d.files)} file(s), date {d.date}, "
+            out.append(("OK", f"imagery.{label}", f"{len(d.image_files())} file(s), date {d.date}, "
                                                   f"bands {','.join(d.roles)}"))
         except TianyanError as exc:
             out.append(("ERROR", f"imagery.{label}", str(exc)))
     if len(dates) == 2:
         try:
-            grid = make_grid(dates["before"].files, dates["after"].files, crs=cfg.run["crs"],
-                             resolution=cfg.run["resolution"])
+            check_pair(dates["before"], dates["after"])
+            grid = make_grid(dates["before"].image_files(), dates["after"].image_files(),
+                             crs=cfg.run["crs"], resolution=cfg.run["resolution"])
             out.append(("OK", "grid", f"{grid.width} x {grid.height} px at {grid.res} m in {grid.crs}"))
-            out.append(_check_overlap(dates["after"].files, grid))
+            out.append(_check_overlap(dates["after"].image_files(), grid))
             out.extend(_check_dates(dates["before"].date, dates["after"].date, quarter))
         except TianyanError as exc:
             out.append(("ERROR", "grid", str(exc)))

@@ -9,7 +9,7 @@ from rasterio.windows import Window
 
 from tiles.errors import InputFileError
 from tiles.grid import Grid, make_grid, make_tiles
-from tiles.imagery import open_date
+from tiles.imagery import open_date, open_files
 from tiles.reader import read_cloud, read_date, read_pair
 
 
@@ -57,9 +57,13 @@ def test_grid_is_the_snapped_overlap(tmp_path):
     b = write_raster(tmp_path / "b.tif", np.ones((1, 80, 100), "uint16"), "EPSG:4545", t1)
     a = write_raster(tmp_path / "a.tif", np.ones((1, 80, 100), "uint16"), "EPSG:4545", t2)
     g = make_grid([b], [a])
-    # overlap x 600051..600201, y 2399840..2399990; snapped outward to multiples of 2 m
-    assert (g.left, g.top, g.res) == (600050.0, 2399990.0, 2.0)
-    assert g.width == 76 and g.height == 75
+    # overlap x 600051..600201, y 2399840..2399990, on the after file's own pixel corners
+    assert (g.left, g.top, g.res) == (600051.0, 2399990.0, 2.0)
+    assert g.width == 75 and g.height == 75
+    # at another resolution the after file's corners are no grid corners: multiples of 5 m,
+    # snapped outward: x 600050..600205, y 2399840..2399990
+    g5 = make_grid([b], [a], resolution=5.0)
+    assert (g5.left, g5.top, g5.res, g5.width, g5.height) == (600050.0, 2399990.0, 5.0, 31, 30)
 
 
 def test_dates_that_do_not_overlap_are_refused(tmp_path):
@@ -152,3 +156,40 @@ def test_decimated_read_samples_the_grid(tmp_path):
     # each decimated pixel is one of the 4x4 source pixels it covers
     blocks = img[0].reshape(10, 4, 10, 4).transpose(0, 2, 1, 3).reshape(10, 10, 16)
     assert all(data[0, i, j] in blocks[i, j] for i in range(10) for j in range(10))
+
+
+@pytest.fixture(scope="module")
+def on_grid_files(tmp_path_factory):
+    """Three files on one 2 m lattice, at different pixel offsets from the grid (one sticks out
+    beyond the grid's top-left corner), with nodata holes."""
+    tmp = tmp_path_factory.mktemp("ongrid")
+    rng = np.random.default_rng(3)
+    files = []
+    for k, (dc, dr, w, h) in enumerate(((0, 0, 90, 70), (13, 7, 60, 80), (-9, -5, 50, 40))):
+        data = rng.integers(1, 4000, (2, h, w)).astype("uint16")
+        data[:, h // 3:h // 2, w // 4:w // 2] = 0
+        t = Affine(2, 0, 600000 + 2 * dc, 0, -2, 2400000 - 2 * dr)
+        files.append(write_raster(tmp / f"f{k}.tif", data, "EPSG:4545", t))
+    return files
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(0, 2), c=st.integers(0, 79), r=st.integers(0, 79), w=st.integers(1, 80),
+       h=st.integers(1, 80), d=st.integers(1, 9))
+def test_direct_read_equals_the_warped_read(on_grid_files, k, c, r, w, h, d):
+    """A file on the grid is read without the warper; the window, clipping and decimation
+    arithmetic must give exactly what GDAL's warper gives (nearest when decimated)."""
+    import tiles.reader as reader
+
+    date = open_files("after", [on_grid_files[k]], ["red", "nir"], require_date=False)
+    grid = Grid("EPSG:4545", 600000.0, 2400000.0, 2.0, 100, 100)
+    window = Window(c, r, min(w, 100 - c), min(h, 100 - r))
+    direct = read_date(date, grid, window, decimate=d)
+    original = reader._on_grid
+    reader._on_grid = lambda src, g: False        # force the WarpedVRT path
+    try:
+        warped = read_date(date, grid, window, decimate=d)
+    finally:
+        reader._on_grid = original
+    np.testing.assert_array_equal(direct[1], warped[1])
+    np.testing.assert_array_equal(direct[0][:, direct[1]], warped[0][:, warped[1]])

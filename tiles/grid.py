@@ -1,9 +1,10 @@
 """The processing grid and its tiles.
 
-The grid is north-up in the processing CRS, with square pixels of ``resolution`` metres, its
-origin snapped to a multiple of the resolution so that grids of different runs line up. Tiles
-are whole-pixel windows of ``tile_size``; each carries a halo window (the tile grown by
-``halo`` pixels, clipped to the grid) for the detector's neighbourhood operations.
+The grid is north-up in the processing CRS, with square pixels of ``resolution`` metres. Its
+pixel corners are those of the after date's first file when that file is north-up in the
+processing CRS at the grid resolution (so it is read without resampling), else multiples of the
+resolution. Tiles are whole-pixel windows of ``tile_size``; each carries a halo window (the tile
+grown by ``halo`` pixels, clipped to the grid) for the detector's neighbourhood operations.
 """
 from __future__ import annotations
 
@@ -82,14 +83,24 @@ def footprint(files: list[str], crs: str) -> tuple[float, float, float, float]:
 
 def make_grid(before_files: list[str], after_files: list[str], *, crs: str = "",
               resolution: float = 0.0) -> Grid:
-    """Grid over the overlap of both dates; CRS and resolution default to the after date's."""
+    """Grid over the overlap of both dates.
+
+    The CRS defaults to the first after file's, the resolution to the finest pixel size among
+    the after files in that CRS (so 10 m and 20 m band files give a 10 m grid).
+    """
     with rasterio.open(after_files[0]) as src:
         crs = crs or src.crs.to_string()
-        if not resolution:
-            if CRS.from_user_input(crs) != src.crs:
-                raise InputFileError(f"{after_files[0]}: [run].crs differs from the imagery's CRS, "
-                                     f"so set [run].resolution (metres) as well")
-            resolution = float(abs(src.res[0]))
+    if not resolution:
+        target = CRS.from_user_input(crs)
+        sizes = []
+        for f in after_files:
+            with rasterio.open(f) as src:
+                if src.crs == target:
+                    sizes.append(float(min(abs(src.res[0]), abs(src.res[1]))))
+        if not sizes:
+            raise InputFileError(f"{after_files[0]}: [run].crs differs from the imagery's CRS, "
+                                 f"so set [run].resolution (metres) as well")
+        resolution = min(sizes)
     if not CRS.from_user_input(crs).is_projected:
         raise InputFileError(f"processing CRS {crs} is geographic: use a projected CRS in metres "
                              f"such as EPSG:4545 ([run].crs)")
@@ -100,12 +111,26 @@ def make_grid(before_files: list[str], after_files: list[str], *, crs: str = "",
     if right <= left or top <= bottom:
         raise InputFileError(f"{before_files[0]} and {after_files[0]}: the two dates do not overlap "
                              f"(check [imagery].before / after and their CRS)")
-    # Snap outward to whole pixels of a grid anchored at multiples of the resolution.
-    left = math.floor(left / resolution) * resolution
-    top = math.ceil(top / resolution) * resolution
+    # Snap outward to whole pixels of the after file's lattice (read without resampling), or of a
+    # lattice anchored at multiples of the resolution when that file is in another CRS or size.
+    ox, oy = _lattice(after_files[0], crs, resolution)
+    left = ox + math.floor(round((left - ox) / resolution, 6)) * resolution
+    top = oy + math.ceil(round((top - oy) / resolution, 6)) * resolution
     width = int(math.ceil(round((right - left) / resolution, 6)))
     height = int(math.ceil(round((top - bottom) / resolution, 6)))
     return Grid(crs=crs, left=left, top=top, res=float(resolution), width=width, height=height)
+
+
+def _lattice(path: str, crs: str, resolution: float) -> tuple[float, float]:
+    """Offsets (x, y) of the file's pixel corners from multiples of ``resolution`` when the file is
+    north-up in ``crs`` at that resolution, else (0, 0)."""
+    with rasterio.open(path) as src:
+        t = src.transform
+        same = (src.crs == CRS.from_user_input(crs) and not t.b and not t.d
+                and abs(t.a - resolution) <= 1e-9 * resolution and abs(t.e + resolution) <= 1e-9 * resolution)
+    if not same:
+        return 0.0, 0.0
+    return math.fmod(t.c, resolution), math.fmod(t.f, resolution)
 
 
 def make_tiles(grid: Grid, tile_size: int, halo: int) -> list[Tile]:

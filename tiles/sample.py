@@ -1,0 +1,127 @@
+"""The scene-wide sample: both dates read on a decimated grid, chunk by chunk.
+
+The detector's scene-wide model is fitted on it, and the same pass measures each scene's
+footprint (where it has valid data) at no extra read. A chunk that cannot be read (a corrupt
+block) is left out of the sample and counted as covered by every scene whose outline meets it,
+so the tiles there are read, fail and name the file and window.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from tiles.errors import TileError
+from tiles.footprint import grow, mask_polygon, outline
+from tiles.grid import Grid
+from tiles.imagery import DateImagery
+from tiles.reader import grid_view, describe, read_cloud, read_date
+
+log = logging.getLogger("tianyan")
+
+CHUNK = 256  # decimated pixels per chunk side: a corrupt block costs the sample at most a few chunks
+
+
+@dataclass
+class Sample:
+    """Decimated arrays of both dates over the whole grid, and what the pass learnt."""
+
+    before: np.ndarray      # float32 (nroles, H, W)
+    after: np.ndarray
+    valid: np.ndarray       # bool (H, W): valid in both dates and cloud-free
+    decimate: int
+    footprints: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> scene -> WKT
+    failed: list[str] = field(default_factory=list)                      # chunk read errors
+
+
+def sample_pair(before: DateImagery, after: DateImagery, grid: Grid, decimate: int, *,
+                resampling: str = "bilinear", chunk: int = CHUNK) -> Sample:
+    """Read every ``decimate``-th pixel of both dates and measure the scenes' footprints.
+
+    Parameters
+    ----------
+    before, after : DateImagery
+        The two dates. Their ``footprints`` are set to the scene outlines for this pass (so each
+        chunk opens only the scenes that meet it) and left as they were on return.
+    grid : Grid
+        The processing grid (CRS in metres).
+    decimate : int
+        Sampling step in grid pixels (>= 1).
+
+    Returns
+    -------
+    Sample
+        Footprints are WKT polygons in the grid CRS holding every pixel the scene can supply to
+        a full-resolution read: the sampled valid pixels, grown by one sampling step plus two
+        pixels (bilinear reach) — only a valid patch narrower than one step between samples
+        can escape it.
+    """
+    transform, shape, _ = grid_view(grid, Window(0, 0, grid.width, grid.height), decimate)
+    H, W = shape
+    b = np.zeros((len(before.roles), H, W), np.float32)
+    a = np.zeros((len(after.roles), H, W), np.float32)
+    valid = np.zeros((H, W), bool)
+    saved = {d.label: d.footprints for d in (before, after)}
+    outlines = {}
+    for date in (before, after):
+        outlines[date.label] = {s: outline([r[0] for r in date.scene_reads(s, None)], grid.crs)
+                                for s in date.files}
+        date.footprints = {s: g.wkt for s, g in outlines[date.label].items()}
+    pieces: dict[str, dict[str, list]] = {d.label: {s: [] for s in d.files} for d in (before, after)}
+    failed = []
+    try:
+        for r0 in range(0, H, chunk):
+            for c0 in range(0, W, chunk):
+                h, w = min(chunk, H - r0), min(chunk, W - c0)
+                full = Window(c0 * decimate, r0 * decimate, w * decimate, h * decimate)
+                seen: dict[tuple[str, str], np.ndarray] = {}
+                try:  # each date on its own, so a footprint does not depend on the other date
+                    cb, vb = read_date(before, grid, full, resampling=resampling, decimate=decimate,
+                                       scene_valid=seen)
+                    ca, va = read_date(after, grid, full, resampling=resampling, decimate=decimate,
+                                       scene_valid=seen)
+                    cv = vb & va
+                    for masks in (before.cloud_masks, after.cloud_masks):
+                        if masks and cv.any():
+                            cv &= ~read_cloud(masks, grid, full, decimate=decimate)
+                except TileError as exc:
+                    failed.append(str(exc))
+                    log.warning("sample: %s (window %s left out of the fit)", exc, describe(full))
+                    area = shapely.box(*_bounds(transform, c0, r0, w, h))
+                    for date in (before, after):
+                        for s, g in outlines[date.label].items():
+                            if g.intersects(area):
+                                pieces[date.label][s].append(shapely.intersection(g, area))
+                    continue
+                b[:, r0:r0 + h, c0:c0 + w] = cb
+                a[:, r0:r0 + h, c0:c0 + w] = ca
+                valid[r0:r0 + h, c0:c0 + w] = cv
+                chunk_transform = transform * Affine.translation(c0, r0)
+                for date in (before, after):
+                    for s in date.files:
+                        ok = seen.get((date.label, s))
+                        if ok is not None and ok.any():
+                            pieces[date.label][s].append(mask_polygon(ok, chunk_transform))
+    finally:
+        for date in (before, after):
+            date.footprints = saved[date.label]
+    step = decimate * grid.res
+    footprints = {}
+    for date in (before, after):
+        footprints[date.label] = {}
+        for s, parts in pieces[date.label].items():
+            if parts:
+                footprints[date.label][s] = grow(shapely.union_all(parts), step + 2 * grid.res, step).wkt
+            else:
+                footprints[date.label][s] = shapely.Polygon().wkt
+    return Sample(b, a, valid, decimate, footprints, failed)
+
+
+def _bounds(transform, c0, r0, w, h):
+    x0, y0 = transform * (c0, r0)
+    x1, y1 = transform * (c0 + w, r0 + h)
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
