@@ -22,6 +22,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from tiles.dates import compile_date_pattern
+from detect.detector import DetectParams
+from overlay.priority import priority_from_dict
+from pipeline.cluster.settings import dask_settings
+from pipeline.config_types import check_type
 from tiles.errors import ConfigError, InputFileError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -148,7 +152,7 @@ def config_from_dict(raw: dict, path: Path) -> Config:
             if key not in defaults:
                 raise ConfigError(f"{path}: unknown key [{section}].{key} "
                                   f"(known: {', '.join(sorted(defaults))})")
-            merged[key] = _check_type(value, defaults[key], f"[{section}].{key}", path)
+            merged[key] = check_type(value, defaults[key], f"[{section}].{key}", path)
         tables[section] = merged
 
     run, imagery = tables["run"], tables["imagery"]
@@ -210,6 +214,14 @@ def config_from_dict(raw: dict, path: Path) -> Config:
         table = raw.get(name, {})
         _require_table(table, name, path)
         free[name] = dict(table)
+    # The owners' checks, so that a typo stops the run before the plan, naming file and key.
+    for name, check in (("detect", DetectParams.from_dict), ("priority", priority_from_dict),
+                        ("dask", lambda t: dask_settings(t, path))):
+        try:
+            check(free[name])
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if str(path) in message else f"{path}: {message}") from None
     return Config(path=path, run=run, imagery=imagery, detect=free["detect"], layers=layers,
                   priority=free["priority"], batches=tables["batches"], export=tables["export"],
                   dask=free["dask"], registry=tables["registry"], stats=tables["stats"])
@@ -218,19 +230,3 @@ def config_from_dict(raw: dict, path: Path) -> Config:
 def _require_table(value, name, path):
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: [{name}] must be a table, got {type(value).__name__}")
-
-
-def _check_type(value, default, key, path):
-    """Coerce ints to floats where the default is a float; refuse other type mismatches."""
-    if isinstance(default, bool) or default is None:
-        ok = isinstance(value, type(default)) if default is not None else True
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(f"{path}: {key} = {value!r} should be {type(default).__name__}")
-    return value

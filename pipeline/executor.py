@@ -1,8 +1,9 @@
-"""Run independent tasks (tiles, counties) locally: a plain loop or a process pool.
+"""Run independent tasks (tiles, counties): a plain loop, a local process pool, or a Dask cluster.
 
 Numba's parallel kernels must not be called from several threads, so parallelism across tasks
 uses processes, each with ``cores // workers`` Numba threads and its own GDAL block cache.
 A task's exception is captured and returned, never raised: one tile's failure never stops the others.
+The Dask executor (``pipeline.cluster.executor``) keeps the same contract on many machines.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Iterable, Iterator
+
+from pipeline.cluster.settings import choose_executor, dask_settings
 
 log = logging.getLogger("tianyan")
 
@@ -33,13 +36,41 @@ def _init_worker(env: dict[str, str]) -> None:
     numba.set_num_threads(min(int(env["NUMBA_NUM_THREADS"]), numba.config.NUMBA_NUM_THREADS))
 
 
-def run_tasks(func: Callable, items: Iterable, workers: int) -> Iterator[tuple[object, object, BaseException | None]]:
+def run_tasks(func: Callable, items: Iterable, workers: int, *, executor: str | None = None,
+              scheduler: str | None = None, cfg=None) -> Iterator[tuple[object, object, BaseException | None]]:
     """Yield ``(item, result, error)`` for each item as it finishes.
 
-    ``workers == 1`` runs in this process, one after another; more start a spawn-context process
-    pool (spawn, not fork: forking a process whose Numba/GDAL threads are running is unsafe).
+    Parameters
+    ----------
+    func : callable
+        A module-level function of one item (importable by worker processes).
+    items : iterable
+        Small task descriptions: paths and windows, never arrays.
+    workers : int
+        Local: ``1`` runs in this process, one after another; more start a spawn-context process
+        pool (spawn, not fork: forking a process whose Numba/GDAL threads run is unsafe).
+        Dask: the size of the LocalCluster started when no scheduler is given.
+    executor : {"local", "dask"}, optional
+        Default: ``dask`` when ``scheduler`` or ``cfg.dask["scheduler"]`` is set, else ``local``.
+    scheduler : str, optional
+        Address (``tcp://host:8786``) or scheduler file of an existing Dask cluster.
+    cfg : Config, optional
+        The run configuration; its ``[dask]`` table is checked here (for either executor).
     """
+    table, source = (cfg.dask, cfg.path) if cfg is not None else ({}, "configuration")
+    settings = dask_settings(table, source, scheduler)
+    if choose_executor(executor, scheduler, table) == "dask":
+        from pipeline.cluster.executor import run_tasks_dask  # noqa: PLC0415 - Dask only when used
+
+        yield from run_tasks_dask(func, items, workers, settings)
+        return
     items = list(items)
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        # Each process runs Numba's parallel kernels with >= 1 thread: more processes than cores
+        # would oversubscribe the machine (workers x threads > cores) and only add memory.
+        log.warning("%d workers asked for on %d cores: using %d", workers, cores, cores)
+        workers = cores
     if workers <= 1 or len(items) <= 1:
         for item in items:
             try:

@@ -107,3 +107,14 @@ def test_default_toml_documents_the_detector_defaults():
     doc = tomllib.loads((REPO / "configs" / "default.toml").read_text(encoding="utf-8"))
     defaults = {f.name: f.default for f in dataclasses.fields(DetectParams)}
     assert doc["detect"] == defaults
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ("[detect]\nsignifcance = 0.01", "signifcance"),
+    ("[priority]\nlevel1_mn = 3", "level1_mn"),
+    ("[dask]\nretires = 2", "retires"),
+])
+def test_owned_tables_are_checked_when_the_config_loads(tmp_path, extra, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(minimal_toml(tmp_path, extra))
+    assert needle in str(info.value) and str(tmp_path / "run.toml") in str(info.value)

@@ -44,3 +44,26 @@ def test_settings_arrive_inside_each_worker():
 def test_one_worker_is_a_plain_loop_in_this_process():
     seen = [result for _, result, _ in run_tasks(probe, [0, 1], 1)]
     assert [s["pid"] for s in seen] == [os.getpid()] * 2
+
+
+def test_more_workers_than_cores_are_capped(monkeypatch, caplog):
+    """threads x workers <= cores: asking for 4 workers on a 1-core machine runs in-process."""
+    import logging
+    import os as _os
+
+    from pipeline import executor
+
+    monkeypatch.setattr(_os, "cpu_count", lambda: 1)
+    pids = []
+    with caplog.at_level(logging.WARNING, logger="tianyan"):
+        for _, result, error in executor.run_tasks(_pid, [1, 2, 3], 4):
+            assert error is None
+            pids.append(result)
+    assert set(pids) == {_os.getpid()}
+    assert "4 workers asked for on 1 cores" in caplog.text
+
+
+def _pid(_item):
+    import os as _os
+
+    return _os.getpid()
