@@ -6,6 +6,10 @@ hard cases a pipeline must handle: on permanent basic farmland, in the ecologica
 a protected area's core zone, on approved construction land, across tile lines (one across a
 four-tile corner), across county borders, and on land outside every county.
 
+Changes are as varied as real ones: new roofs bright steel, blue steel, red tile or dark grey;
+new roads concrete, asphalt or a gravel bed; and some sites are two changes side by side (a
+house beside its new yard, earthworks beside a new road), 0-2 m apart, as they are on the ground.
+
 Every flag is computed from the generator's own geometry (:class:`Zones`). A candidate whose
 overlap with any zone is ambiguous (above 0 but under 5 % of its area, or partly outside the
 counties, or a sliver of under 4 m^2 across a tile line) is rejected, so the flags are robust to
@@ -41,9 +45,24 @@ SLOT_TYPES = {
     "outside": ("KT", "TD", "YH", "20"), "core": ("20", "TD", "YH", "DL"),
     "corner": TBLX, "edge": TBLX, "border": ("DL", "20", "YH", "TD", "KT"),
     "sthx": ("GF", "TD", "20", "DL", "YH"), "pzyd": ("20", "YH", "TD", "DL"),
-    "jbnt": ("20", "KT", "TD", "YH", "GF", "DL"), "free": TBLX,
+    "jbnt": ("20", "KT", "TD", "YH", "GF", "DL"), "free": TBLX, "beside": ("20", "YH", "TD", "DL"),
 }
-SPACING = 20.0      # m between changes
+SPACING = 20.0      # m between changes (but a "beside" change and its neighbour)
+#: Share of the changes (at least BESIDE_MIN) placed right beside an earlier one, their gap (m).
+BESIDE_SHARE = 0.1
+BESIDE_MIN = 2
+BESIDE_GAP = (0.0, 2.0)
+#: Roof of a new building (one per site): colour-coated steel / white, blue steel, red clay
+#: tile, dark grey cement tile or dark-painted steel (dark roofs are common in Guangxi villages).
+ROOF_P = {"roof_new": 0.45, "roof_blue": 0.2, "roof_tile": 0.15, "roof_dark": 0.2}
+#: Surface of a new road: concrete (rural roads), asphalt, or a road bed not yet paved.
+ROAD_P = {"concrete_new": 0.6, "asphalt": 0.25, "gravel": 0.15}
+#: Share of earthworks on a site that already lay bare on the before date (a fallow corner, a
+#: cleared plot); the before-date part of such a site has the material BEFORE_BARE.
+TD_ON_BARE_P = 0.3
+BEFORE_BARE = "soil_before"
+#: Water of a new pond: still muddy from digging, clear, or clear with an algal bloom.
+POND_P = {"water_muddy": 0.5, "water_new": 0.3, "water_algae": 0.2}
 SCENE_INSET = 12.0  # m kept free along the scene edge and the before-scene nodata edge
 AMBIGUOUS = 0.05    # an overlap share in (0, AMBIGUOUS) is rejected
 MIN_SIDE = 4.0      # m^2 on each side of a tile line for a change to straddle it
@@ -119,10 +138,11 @@ def change_shape(tblx: str, c, angle: float, area: float, rng: np.random.Generat
     """
     x, y = c
     if tblx == "20":
+        mat = str(rng.choice(list(ROOF_P), p=list(ROOF_P.values())))
         if area < 700:
             asp = rng.uniform(1.0, 1.8)
             roof = oriented_rect(x, y, math.sqrt(area * asp), math.sqrt(area / asp), angle)
-            return roof, [(roof, "roof_new")]
+            return roof, [(roof, mat)]
         asp = rng.uniform(1.3, 2.2)
         length, width = math.sqrt(area * asp), math.sqrt(area / asp)
         yard = oriented_rect(x, y, length, width, angle)
@@ -133,7 +153,7 @@ def change_shape(tblx: str, c, angle: float, area: float, rng: np.random.Generat
             u = -length / 2 + step * (k + 0.5)
             parts.append((oriented_rect(x + u * math.cos(angle), y + u * math.sin(angle),
                                         step * rng.uniform(0.6, 0.8), width * rng.uniform(0.55, 0.75), angle),
-                          "roof_new"))
+                          mat))
         return yard, parts
     if tblx == "YH":
         asp = rng.uniform(1.0, 3.0)
@@ -152,6 +172,8 @@ def change_shape(tblx: str, c, angle: float, area: float, rng: np.random.Generat
         g = blob((x, y), math.sqrt(area / math.pi), rng, roughness=0.25, n=40,
                  aspect=rng.uniform(1.0, 2.0), angle=angle)
         g = affinity.scale(g, math.sqrt(area / g.area), math.sqrt(area / g.area), origin=(x, y))
+        if rng.random() < TD_ON_BARE_P:     # the site lay bare (fallow, cleared) before
+            return g, [(g, BEFORE_BARE), (g, "fresh_earth")]
         return g, [(g, "fresh_earth")]
     if tblx == "DL":
         width = rng.uniform(6, 10)
@@ -161,7 +183,7 @@ def change_shape(tblx: str, c, angle: float, area: float, rng: np.random.Generat
         p0 = (x - h * math.cos(angle), y - h * math.sin(angle))
         p2 = (x + h * math.cos(angle + bend), y + h * math.sin(angle + bend))
         g = shapely.LineString([p0, (x, y), p2]).buffer(width / 2, cap_style="flat", join_style="mitre")
-        return g, [(g, "concrete_new")]
+        return g, [(g, str(rng.choice(list(ROAD_P), p=list(ROAD_P.values()))))]
     if tblx == "GF":
         asp = rng.uniform(1.2, 2.5)
         g = oriented_rect(x, y, math.sqrt(area * asp), math.sqrt(area / asp), angle)
@@ -171,7 +193,7 @@ def change_shape(tblx: str, c, angle: float, area: float, rng: np.random.Generat
         g = oriented_rect(x, y, math.sqrt(area * asp) + 1.2, math.sqrt(area / asp) + 1.2, angle)
         g = g.buffer(-3.0, join_style="round").buffer(2.4, join_style="round")
         g = affinity.scale(g, math.sqrt(area / g.area), math.sqrt(area / g.area), origin=(x, y))
-        return g, [(g, "water_new")]
+        return g, [(g, str(rng.choice(list(POND_P), p=list(POND_P.values()))))]
     raise ValueError(f"unknown change type {tblx!r}; expected one of {TBLX}")
 
 
@@ -186,7 +208,8 @@ def _slots(land: Landscape, n_total: int) -> list[str]:
         if name == "corner" and not (xs and ys):
             continue
         slots += [name] * SLOT_MIN[name]
-    return slots + ["free"] * max(n_total - len(slots), 0)
+    n_beside = max(BESIDE_MIN, round(BESIDE_SHARE * n_total))
+    return slots + ["free"] * max(n_total - len(slots) - n_beside, 0) + ["beside"] * n_beside
 
 
 def _centre(slot, land: Landscape, zones: Zones, rng):
@@ -231,6 +254,34 @@ def _centre(slot, land: Landscape, zones: Zones, rng):
     return p, rng.uniform(0, np.pi)
 
 
+def _beside(placed, rows, area, rng):
+    """A centre just outside an earlier (non-pond) change, and that change's index; (None, None) if none."""
+    cand = [k for k, r in enumerate(rows) if r["TBLX"] != "KT"]
+    if not cand:
+        return None, None
+    k = cand[int(rng.integers(len(cand)))]
+    g = placed[k]
+    b = g.exterior.interpolate(rng.uniform(0, g.exterior.length))
+    c = g.centroid
+    d = math.hypot(b.x - c.x, b.y - c.y) or 1.0
+    reach = 0.5 * math.sqrt(area)
+    centre = (b.x + (b.x - c.x) / d * reach, b.y + (b.y - c.y) / d * reach)
+    return (centre, main_angle(g) + rng.choice([0.0, np.pi / 2])), k
+
+
+def _cut(g, parts, away):
+    """``g`` and its parts minus ``away``; (None, None) unless ``g`` stays one polygon."""
+    g = g.difference(away)
+    if g.geom_type != "Polygon" or g.is_empty:
+        return None, None
+    out = []
+    for p, m in parts:
+        p = p.difference(away)
+        if p.geom_type == "Polygon" and not p.is_empty:
+            out.append((p, m))
+    return (g, out) if out else (None, None)
+
+
 def _slot_ok(slot, g, fl, zones: Zones) -> bool:
     if slot == "outside":
         return fl["OUTSIDE"]
@@ -267,10 +318,12 @@ def place_changes(land: Landscape, rng: np.random.Generator, n_total: int | None
         One outline per change (EPSG:4545): ID, TBLX, AREA_M2 (planar m^2), the booleans
         ON_JBNT, IN_STHX, IN_CORE, IN_PZYD (overlap >= 5 % of the area; every share is either
         that or <= 1e-6), ON_EDGE (>= 4 m^2 on both sides of a tile line), ON_BORDER (>= 5 % in
-        two counties), OUTSIDE (in no county), XZQDM (county holding most, '' outside) and
-        SLOT (the placement rule it was drawn for).
+        two counties), OUTSIDE (in no county), XZQDM (county holding most, '' outside), SLOT
+        (the placement rule it was drawn for) and MATERIAL (of its top part: the roof of a
+        building, the surface of a road, the water of a pond).
     parts : GeoDataFrame
-        Rendered parts: ID, MATERIAL, in drawing order (later parts on top).
+        Rendered parts: ID, MATERIAL, WHEN (the date it is drawn on: ``after`` for the change,
+        ``before`` for a site that lay bare before), in drawing order (later parts on top).
     """
     sc = land.scene
     zones = Zones.from_landscape(land)
@@ -303,14 +356,21 @@ def place_changes(land: Landscape, rng: np.random.Generator, n_total: int | None
                 if slot == "outside":
                     hi = min(hi, 1500.0)
                 area = math.exp(rng.uniform(math.log(lo), math.log(max(hi, lo * 1.01))))
-            got = _centre(slot, land, zones, rng)
+            if slot == "beside":
+                got, near = _beside(placed, rows, area, rng)
+            else:
+                got, near = _centre(slot, land, zones, rng), None
             if got is None or got[0] is None:
                 continue
             (cx, cy), ang = got
             g, parts = change_shape(tblx, (cx, cy), ang, area, rng)
+            if near is not None:   # cut away what overlaps the neighbour, keep a 0-2 m gap
+                g, parts = _cut(g, parts, placed[near].buffer(rng.uniform(*BESIDE_GAP)))
+                if g is None or g.area < max(0.6 * area, AREA_RANGE[tblx][0]):
+                    continue
             if not allowed_zone.contains(g) or blockers.intersects(g):
                 continue
-            if any(g.distance(o) < SPACING for o in placed):
+            if any(g.distance(o) < SPACING for k, o in enumerate(placed) if k != near):
                 continue
             fl = zones.flags(g)
             if fl is None or not _slot_ok(slot, g, fl, zones):
@@ -330,11 +390,13 @@ def place_changes(land: Landscape, rng: np.random.Generator, n_total: int | None
     for i, r in enumerate(rows, start=1):
         r["ID"] = i
         r["AREA_M2"] = float(r["geometry"].area)
-        part_rows += [{"ID": i, "MATERIAL": m, "geometry": p} for p, m in r.pop("_parts")]
+        r["MATERIAL"] = r["_parts"][-1][1]
+        part_rows += [{"ID": i, "MATERIAL": m, "WHEN": "before" if m == BEFORE_BARE else "after",
+                       "geometry": p} for p, m in r.pop("_parts")]
     cols = ["ID", "TBLX", "AREA_M2", "ON_JBNT", "IN_STHX", "IN_CORE", "IN_PZYD", "ON_EDGE",
-            "ON_BORDER", "OUTSIDE", "XZQDM", "SLOT", "geometry"]
+            "ON_BORDER", "OUTSIDE", "XZQDM", "SLOT", "MATERIAL", "geometry"]
     truth = gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs=CRS_PROC)
-    parts = gpd.GeoDataFrame(part_rows, columns=["ID", "MATERIAL", "geometry"], geometry="geometry",
-                             crs=CRS_PROC)
+    parts = gpd.GeoDataFrame(part_rows, columns=["ID", "MATERIAL", "WHEN", "geometry"],
+                             geometry="geometry", crs=CRS_PROC)
     return truth, parts
 

@@ -3,11 +3,19 @@
 :func:`make_demo` writes two dates of 4-band 2 m imagery (EPSG:4545) with a cloud mask, six
 reference layers (EPSG:4490), the ground truth and a run configuration. The scene is built to
 make a naive band-difference detector fail: ~40 % of the fields change with the crop season
-(green-up, harvest, flooding of paddies), the after date has another gain/offset and noise, a
-sub-pixel misregistration, clouds with shadows, and terrain lit from another sun; the before
-scene has a nodata edge. The ~70 true land-use changes (all TBLX types) sit where overlays and
-tiling are hard: on basic farmland, in the red line, in a protected core zone, on approved
-land, across tile lines and county borders, and outside every county.
+(green-up, harvest, flooding of paddies), the after date has another gain/offset drifting
+across the scene with the haze, noise, a sub-pixel misregistration, clouds with shadows, thin
+haze outside the cloud mask, and terrain lit from another sun; the before scene has a nodata
+edge. The ~70 true land-use changes (all TBLX types) sit where overlays and tiling are hard: on
+basic farmland, in the red line, in a protected core zone, on approved land, across tile lines
+and county borders, outside every county, and some right beside each other.
+
+Appearances spread as they do in real scenes, not just between two tidy endmembers (a review
+found the first version physically too easy): harvested fields from dark wet straw to bright
+dry straw, many already ploughed; harvests in progress; flooded paddies from just flooded to
+transplanted seedlings, clear to muddy; new roofs bright, blue, red or dark grey; new roads
+concrete, asphalt or gravel; new ponds muddy, clear or green with algae; earthworks on sites
+already bare. Every spread is a named constant in its module, with its physical reason.
 
 The pieces: :mod:`~pipeline.demo.scene` (grid, dates), :mod:`~pipeline.demo.landscape`
 (vectors), :mod:`~pipeline.demo.changes` (truth), :mod:`~pipeline.demo.spectra` (reflectance),
@@ -31,10 +39,10 @@ from pipeline.demo.changes import place_changes
 from pipeline.demo.clouds import make_clouds
 from pipeline.demo.landscape import build_landscape
 from pipeline.demo.layers import write_layers, write_truth
-from pipeline.demo.render import (SUN_AFTER, SUN_BEFORE, Radiometry, object_ids, render_after,
-                                  render_before, smooth_noise, terrain_factor)
+from pipeline.demo.render import (SUN_AFTER, SUN_BEFORE, Radiometry, misregistration, object_ids,
+                                  render_after, render_before, smooth_noise, terrain_factor)
 from pipeline.demo.scene import CRS_PROC, Scene, quarter_dates
-from pipeline.demo.spectra import object_table
+from pipeline.demo.spectra import crop_stories, object_table
 from tiles.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -85,14 +93,17 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scene = Scene.near_beihai(width, height, tile_size)
-    rng = dict(zip(("land", "changes", "spectra", "clouds", "radiometry", "texture", "before",
-                    "after", "layers"),
-                   (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9))))
+    names = ("land", "changes", "spectra", "clouds", "radiometry", "texture", "before", "after",
+             "layers", "geometry")
+    rng = dict(zip(names, (np.random.default_rng(s)
+                           for s in np.random.SeedSequence(seed).spawn(len(names)))))
 
     land = build_landscape(scene, rng["land"], year=q.year)
     truth, parts = place_changes(land, rng["changes"])
-    table, season = object_table(land.land, land.buildings, parts, rng["spectra"])
-    ids_before, ids_after = object_ids(scene, land.land, land.buildings, parts)
+    stories = crop_stories(land.land, rng["spectra"])
+    table = object_table(land.land, land.buildings, stories, parts, rng["spectra"])
+    patches = [s.patch for s in stories if s.patch is not None]
+    ids_before, ids_after = object_ids(scene, land.land, land.buildings, patches, parts)
     changed = rasterize(((g, 1) for g in truth.geometry), out_shape=(scene.height, scene.width),
                         transform=scene.transform, fill=0, all_touched=True, dtype="uint8") > 0
     clouds = make_clouds(scene, changed, rng["clouds"], sun_elevation=SUN_AFTER[0],
@@ -115,14 +126,15 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     del image, ids_before
     image = render_after(scene, ids_after, table, tex_f, tex_b,
                          terrain_factor(scene, *hill, SUN_AFTER), clouds,
-                         Radiometry.draw(rng["radiometry"]), rng["after"])
+                         Radiometry.draw(rng["radiometry"]), misregistration(rng["geometry"]),
+                         rng["after"])
     _write_image(paths["after"], image, scene, d_after, BANDS, nodata=0, sun=SUN_AFTER)
     del image, ids_after
     _write_image(paths["cloud_after"], clouds.mask[None], scene, d_after, ("cloud_or_shadow",),
                  nodata=None, sun=SUN_AFTER)
     paths.update(write_layers(land, out, rng["layers"]))
     paths["truth"] = out / "truth.gpkg"
-    write_truth(truth, _seasonal(land, season), paths["truth"])
+    write_truth(truth, _seasonal(land, stories), paths["truth"])
     paths["config"] = out / "demo.toml"
     write_text(paths["config"], demo_toml(tile_size))
     log.info("demo: %d true changes, %.1f %% cloud mask, written to %s", len(truth),
@@ -130,13 +142,18 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     return paths
 
 
-def _seasonal(land, season) -> gpd.GeoDataFrame:
-    """Farmland parcels with their crop story (KIND flood/harvest/green_up/none), EPSG:4545."""
-    idx = [s[0] for s in season]
+def _seasonal(land, stories) -> gpd.GeoDataFrame:
+    """Farmland parcels with their crop story, EPSG:4545.
+
+    KIND flood / harvest / green_up / none; BEFORE / AFTER the crop states; SHARE the part of
+    the parcel that changed (below 1 for a harvest in progress).
+    """
+    idx = [s.land for s in stories]
     sub = land.land.iloc[idx]
     return gpd.GeoDataFrame({"LAND": np.asarray(idx, np.int64), "DLBM": sub.DLBM.to_numpy(),
-                             "KIND": [s[1] for s in season], "BEFORE": [s[2] for s in season],
-                             "AFTER": [s[3] for s in season]},
+                             "KIND": [s.kind for s in stories], "BEFORE": [s.before for s in stories],
+                             "AFTER": [s.after for s in stories],
+                             "SHARE": np.array([s.share for s in stories], np.float64)},
                             geometry=sub.geometry.to_numpy(), crs=CRS_PROC)
 
 

@@ -2,9 +2,10 @@
 
 Ground reflectance comes from :mod:`pipeline.demo.spectra`; on top of it the renderer applies
 what makes a naive band difference fail: terrain illumination under each date's sun, a sensor
-blur, and on the after date a sub-pixel misregistration, cloud shadows and clouds, a per-band
-gain and offset (haze adds most in blue) and a higher noise level. Everything is vectorised
-NumPy on the full grid; objects are burnt with ``rasterio.features.rasterize``.
+blur, and on the after date a sub-pixel misregistration, cloud shadows and clouds, thin haze
+that no cloud mask catches, a per-band gain and offset (haze adds most in blue) that drifts
+across the scene, and a higher noise level. Everything is vectorised NumPy on the full grid;
+objects are burnt with ``rasterio.features.rasterize``.
 """
 from __future__ import annotations
 
@@ -25,17 +26,34 @@ SUN_BEFORE = (62.0, 95.0)
 SUN_AFTER = (58.0, 112.0)
 #: Share of reflectance left in full cloud shadow (diffuse skylight, bluer than direct sun).
 SHADOW_DIFFUSE = np.array([0.45, 0.38, 0.33, 0.30], np.float32)
-PSF_SIGMA = 0.5          # px, Gaussian sensor blur
+#: px, Gaussian sensor blur before / after. A 2 m pan-sharpened product (GF-1 PMS 2 m pan) has an
+#: MTF at Nyquist of ~0.15: exp(-2 pi^2 sigma^2 / 4) = 0.15 gives sigma ~0.6 px; the after date
+#: is imaged more off-nadir, so its ground sample and blur are larger.
+PSF_SIGMA = (0.6, 0.7)
 NOISE_DN = (35.0, 60.0)  # per-pixel noise (DN) before / after
-MISREGISTRATION = (0.3, 0.4)  # (rows, cols) the after image is shifted by: 0.6 m south, 0.8 m east
+#: px, range of the after image's shift against the before image (random direction): 0.5-1.2 m,
+#: the relative orthorectification error of two off-nadir scenes on the same DEM and control.
+MISREGISTRATION_PX = (0.25, 0.6)
+#: Relative change of the path radiance (haze) across the scene, and of the direct
+#: transmittance: aerosol load drifts over a few km (a coastal or industrial haze plume).
+HAZE_DRIFT = (0.1, 0.4)
+TRANSMITTANCE_DRIFT = (0.0, 0.03)
 
 
 @dataclass
 class Radiometry:
-    """After-date sensor response: DN_after = gain * DN_true + offset (per band)."""
+    """After-date sensor response, per band: DN_after = gain * t(x) * DN_true + offset * (1 + s * r(x)).
+
+    ``r(x)`` is a linear ramp from -1 to 1 across the scene along ``angle`` (radians from east);
+    the path radiance ``offset`` (haze, most in blue) drifts by ``drift`` (s) along it and the
+    transmittance t(x) = 1 - ``t_drift`` * r(x) falls where the haze is thicker.
+    """
 
     gain: np.ndarray
     offset: np.ndarray
+    drift: float = 0.0
+    t_drift: float = 0.0
+    angle: float = 0.0
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> "Radiometry":
@@ -43,11 +61,31 @@ class Radiometry:
         # Path radiance (haze) adds most at short wavelengths.
         offset = np.array([rng.uniform(250, 400), rng.uniform(150, 300), rng.uniform(80, 200),
                            rng.uniform(0, 100)])
-        return cls(gain.astype(np.float32), offset.astype(np.float32))
+        return cls(gain.astype(np.float32), offset.astype(np.float32), drift=rng.uniform(*HAZE_DRIFT),
+                   t_drift=rng.uniform(*TRANSMITTANCE_DRIFT), angle=rng.uniform(0, 2 * np.pi))
+
+    def ramp(self, scene: Scene) -> np.ndarray:
+        """r(x): -1 .. 1 across the scene along ``angle``, float32 (H, W)."""
+        cols, rows = scene.pixel_centres()
+        u = (cols[None, :] - 0.5 * scene.wm) * np.float32(math.cos(self.angle)) \
+            - (rows[:, None] - 0.5 * scene.hm) * np.float32(math.sin(self.angle))
+        return (u / (np.abs(u).max() or 1.0)).astype(np.float32)
 
 
-def object_ids(scene: Scene, land, buildings, parts) -> tuple[np.ndarray, np.ndarray]:
-    """Object id rasters (int32) of the before and after dates, ids as in ``object_table``."""
+def misregistration(rng: np.random.Generator) -> tuple[float, float]:
+    """(rows, cols) px the after image is shifted by: random direction, size in MISREGISTRATION_PX."""
+    size, direction = rng.uniform(*MISREGISTRATION_PX), rng.uniform(0, 2 * np.pi)
+    return float(size * math.sin(direction)), float(size * math.cos(direction))
+
+
+def object_ids(scene: Scene, land, buildings, patches, parts) -> tuple[np.ndarray, np.ndarray]:
+    """Object id rasters (int32) of the before and after dates, ids as in ``object_table``.
+
+    ``patches``: polygons of parcels' parts that changed on their own (harvest in progress),
+    drawn on the after date under the change ``parts``. A change part is drawn on the date its
+    WHEN column names (``after``: the change; ``before``: how its site looked before, when that
+    differs from the parcel around it).
+    """
     shape, tr = (scene.height, scene.width), scene.transform
     ids = rasterize(((g, i) for i, g in enumerate(land.geometry, start=1)), out_shape=shape,
                     transform=tr, fill=0, dtype="int32")
@@ -56,8 +94,14 @@ def object_ids(scene: Scene, land, buildings, parts) -> tuple[np.ndarray, np.nda
         rasterize(((g, base + j) for j, g in enumerate(buildings.geometry)), out=ids, transform=tr)
     before = ids.copy()
     base += len(buildings)
-    if len(parts):
-        rasterize(((g, base + j) for j, g in enumerate(parts.geometry)), out=ids, transform=tr)
+    if len(patches):
+        rasterize(((g, base + j) for j, g in enumerate(patches)), out=ids, transform=tr)
+    base += len(patches)
+    when = parts.WHEN.to_numpy() if len(parts) else np.array([])
+    for date, out in (("before", before), ("after", ids)):
+        sel = [(g, base + j) for j, g in enumerate(parts.geometry) if when[j] == date]
+        if sel:
+            rasterize(sel, out=out, transform=tr)
     return before, ids
 
 
@@ -112,7 +156,7 @@ def render_before(scene, ids, table, tex_f, tex_b, terrain, nodata, rng) -> np.n
     out = np.empty((4, scene.height, scene.width), np.uint16)
     for b in range(4):
         refl = ((1 - f) * table.A[0, :, b][ids] + f * table.V[0, :, b][ids]) * bright * terrain
-        refl = ndimage.gaussian_filter(refl, PSF_SIGMA)
+        refl = ndimage.gaussian_filter(refl, PSF_SIGMA[0])
         dn = refl * 10000 + rng.standard_normal(refl.shape, dtype=np.float32) * NOISE_DN[0]
         out[b] = np.clip(np.rint(dn), 1, 65535)
         out[b][nodata] = 0
@@ -120,18 +164,23 @@ def render_before(scene, ids, table, tex_f, tex_b, terrain, nodata, rng) -> np.n
 
 
 def render_after(scene, ids, table, tex_f, tex_b, terrain, clouds: Clouds, radiometry: Radiometry,
-                 rng) -> np.ndarray:
-    """After-date DN, uint16 (4, H, W): misregistered, shadowed, clouded, re-calibrated, noisier."""
+                 shift, rng) -> np.ndarray:
+    """After-date DN, uint16 (4, H, W): misregistered by ``shift`` (rows, cols px), shadowed,
+    hazy, clouded, re-calibrated with a drift across the scene, noisier."""
     f, bright = _cover_and_brightness(scene, ids, table, 1, tex_f, tex_b)
     cloud_tex = 1.0 + 0.06 * tex_f
+    ramp = radiometry.ramp(scene)
+    transmit = 1.0 - radiometry.t_drift * ramp
+    path = 1.0 + radiometry.drift * ramp
     out = np.empty((4, scene.height, scene.width), np.uint16)
     for b in range(4):
         refl = ((1 - f) * table.A[1, :, b][ids] + f * table.V[1, :, b][ids]) * bright * terrain
-        refl = ndimage.gaussian_filter(refl, PSF_SIGMA)
-        refl = ndimage.shift(refl, MISREGISTRATION, order=1, mode="nearest")
+        refl = ndimage.gaussian_filter(refl, PSF_SIGMA[1])
+        refl = ndimage.shift(refl, shift, order=1, mode="nearest")
         refl *= 1.0 - clouds.shadow * (1.0 - SHADOW_DIFFUSE[b])
+        refl = (1.0 - clouds.thin) * refl + clouds.thin * EM["cloud"][b]
         refl = (1.0 - clouds.alpha) * refl + clouds.alpha * EM["cloud"][b] * cloud_tex
-        dn = radiometry.gain[b] * refl * 10000 + radiometry.offset[b]
+        dn = radiometry.gain[b] * transmit * refl * 10000 + radiometry.offset[b] * path
         dn += rng.standard_normal(refl.shape, dtype=np.float32) * NOISE_DN[1]
         out[b] = np.clip(np.rint(dn), 1, 65535)
     return out

@@ -3,7 +3,10 @@
 Each rendered object (a land-cover polygon, a house, a part of a true change) is a linear mix of
 a background endmember A and a foreground endmember V (usually green vegetation) with cover
 fraction f, times a brightness factor: ``refl = ((1 - f) * A + f * V) * bright``. Seasonal crop
-change is a change of A, V, f of a whole parcel between the dates; it is not land-use change.
+change is a change of A, V, f (and brightness) of a parcel between the dates, or of a part of it
+when a harvest is still in progress; it is not land-use change. The states spread as real fields
+do: straw from wet and dark to dry and bright, fields already ploughed after the harvest, flood
+water from clear to muddy, soil darkened by the August rains; new ponds muddy or clear.
 Band order everywhere: blue, green, red, nir (GF-2 PMS bands), reflectance 0-1.
 """
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
+from shapely import affinity
 
+from pipeline.demo.changes import BEFORE_BARE
 from pipeline.demo.shapes import main_angle
 
 #: Endmember reflectance (blue, green, red, nir).
@@ -39,15 +45,24 @@ ENDMEMBERS = {
     "concrete_new": (0.200, 0.220, 0.230, 0.250),
     "fresh_earth": (0.120, 0.170, 0.260, 0.300),    # freshly moved laterite: brighter, redder than stubble
     "solar": (0.035, 0.040, 0.035, 0.045),          # PV panels: dark in all bands
-    "water_new": (0.050, 0.070, 0.050, 0.020),
+    "water_new": (0.050, 0.070, 0.050, 0.020),      # new pond, clear water 1-2 m deep
     "cloud": (0.700, 0.710, 0.720, 0.700),
+    # Realistic spread (red-team review): the states below are what real scenes also hold.
+    "paddy_turbid": (0.080, 0.100, 0.100, 0.050),   # freshly puddled paddy, muddy water, NDVI -0.33
+    "water_muddy": (0.075, 0.095, 0.090, 0.030),    # freshly dug pond, clay in suspension
+    "roof_dark": (0.055, 0.060, 0.065, 0.080),      # dark grey cement tile / dark-painted steel
+    "gravel": (0.110, 0.130, 0.165, 0.210),         # compacted laterite road bed, not yet paved
 }
 EM = {k: np.asarray(v, np.float32) for k, v in ENDMEMBERS.items()}
 
 #: Crop states: (background endmember, cover fraction range) with crop canopy as foreground.
+#: ``tilled``: ploughed after harvest (peanut / vegetable fields re-made in August); ``puddled``:
+#: a harvested paddy ploughed wet, no standing water yet; ``flooded``: 0-10 % cover is the range
+#: from a just-flooded paddy to transplanted seedlings.
 STATES = {
     "green": ("soil", (0.70, 0.90)), "young": ("soil", (0.12, 0.30)), "bare": ("soil", (0.0, 0.05)),
-    "stubble": ("stubble", (0.02, 0.06)), "flooded": ("shallow_water", (0.02, 0.07)),
+    "stubble": ("stubble", (0.02, 0.15)), "flooded": ("shallow_water", (0.0, 0.10)),
+    "tilled": ("soil", (0.0, 0.03)), "puddled": ("soil_wet", (0.0, 0.03)),
 }
 #: Seasonal change between the dates per farmland class: probabilities of each kind.
 SEASON_P = {
@@ -55,6 +70,31 @@ SEASON_P = {
     "irrigated": {"flood": 0.03, "harvest": 0.15, "green_up": 0.20, "none": 0.62},
     "dry": {"flood": 0.0, "harvest": 0.12, "green_up": 0.30, "none": 0.58},
 }
+#: What a harvested field shows on the after date: straw left standing, or already ploughed.
+#: Between May and late August a paddy is mostly re-flooded (``flood``), a dry or vegetable
+#: field mostly ploughed for the next crop.
+HARVEST_AFTER = {
+    "paddy": {"stubble": 0.7, "puddled": 0.3},
+    "irrigated": {"stubble": 0.4, "tilled": 0.6},
+    "dry": {"stubble": 0.5, "tilled": 0.5},
+}
+#: Share of harvests still in progress on the after date, and the harvested share of those.
+PARTIAL_HARVEST_P = 0.25
+PARTIAL_SHARE = (0.3, 0.7)
+#: After-date brightness factor of a state (moisture, straw colour): wet decomposing straw is
+#: dark, dry straw bright; ploughed laterite darkens when moist.
+STATE_BRIGHT = {"stubble": (0.75, 1.3), "tilled": (0.8, 1.2), "puddled": (0.85, 1.15)}
+#: Share of muddy water in a flooded paddy (0 clear water over dark mud, 1 muddy just after puddling).
+FLOOD_MUDDY = (0.0, 1.0)
+#: Soil moisture of August (rainy season) darkens fields whose soil shows (young crop, bare).
+SOIL_MOISTURE = (0.85, 1.1)
+#: Brightness factor range per change material (fresh earth: moist fill to dry subsoil).
+MATERIAL_BRIGHT = {"fresh_earth": (0.8, 1.15), "concrete_new": (0.85, 1.08)}
+#: New ponds (materials chosen in :mod:`~pipeline.demo.changes`): share of muddy water in a
+#: ``water_muddy`` pond, and the cover of floating algae in a ``water_algae`` one (fish ponds
+#: are fertilised and bloom within weeks).
+POND_MUDDY = (0.3, 1.0)
+POND_ALGAE_F = (0.005, 0.04)
 PATTERN_NONE, PATTERN_ROWS, PATTERN_PANELS = 0, 1, 2
 
 
@@ -73,6 +113,22 @@ class ObjectTable:
     duty: np.ndarray     # (n,) panel share of a row period
 
 
+@dataclass
+class CropStory:
+    """The seasonal story of one farmland parcel (index ``land`` into the land table).
+
+    ``share`` is the part of the parcel that changed (1 unless a harvest is in progress);
+    ``patch`` that part as a polygon (EPSG:4545) when ``share`` < 1, else None.
+    """
+
+    land: int
+    kind: str
+    before: str
+    after: str
+    share: float = 1.0
+    patch: object = None
+
+
 def _empty(n):
     return ObjectTable(A=np.zeros((2, n, 4), np.float32), V=np.zeros((2, n, 4), np.float32),
                        f=np.zeros((2, n), np.float32), bright=np.ones((2, n), np.float32),
@@ -87,37 +143,84 @@ def _set(t, i, d, a, v="crop", f=0.0):
     t.f[d, i] = f
 
 
-def object_table(land, buildings, parts, rng: np.random.Generator):
-    """Rendering parameters of every object, and the seasonal story of each farmland parcel.
+def crop_stories(land, rng: np.random.Generator) -> list[CropStory]:
+    """The seasonal story of every farmland parcel of ``land`` (in ``land`` order)."""
+    out = []
+    for k, (kind, geom) in enumerate(zip(land.KIND.to_numpy(), land.geometry.to_numpy())):
+        if kind not in SEASON_P:
+            continue
+        change, before, after = _crop_story(kind, rng)
+        story = CropStory(k, change, before, after)
+        if change == "harvest" and rng.random() < PARTIAL_HARVEST_P:
+            share = rng.uniform(*PARTIAL_SHARE)
+            patch = split_off(geom, share, rng)
+            if patch is not None:
+                story.share, story.patch = float(patch.area / geom.area), patch
+        out.append(story)
+    return out
+
+
+def split_off(geom, share: float, rng: np.random.Generator):
+    """The part of polygon ``geom`` on one side of a straight cut across its long axis.
+
+    The cut runs across the main direction (a combine harvester works along the rows), placed
+    by bisection so the part holds ``share`` of the area; None when no single piece results.
+    """
+    ang = main_angle(geom)
+    c = geom.centroid
+    local = affinity.rotate(geom, -ang, origin=c, use_radians=True)
+    xmin, ymin, xmax, ymax = local.bounds
+    from_west = rng.random() < 0.5
+    lo, hi = xmin, xmax
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        box = (shapely.box(xmin - 1, ymin - 1, mid, ymax + 1) if from_west
+               else shapely.box(mid, ymin - 1, xmax + 1, ymax + 1))
+        got = local.intersection(box).area / local.area
+        if (got < share) == from_west:
+            lo = mid
+        else:
+            hi = mid
+    part = local.intersection(box)
+    if part.geom_type != "Polygon" or part.is_empty:
+        return None
+    return affinity.rotate(part, ang, origin=c, use_radians=True)
+
+
+def object_table(land, buildings, stories, parts, rng: np.random.Generator):
+    """Rendering parameters of every object.
 
     Object ids: 0 fallback, 1..len(land) land features (in ``land`` order), then houses, then
-    change parts (after date only).
+    the harvested patches of harvests in progress (``stories`` with a patch, after date only),
+    then change parts (each drawn on the date of its WHEN).
 
     Returns
     -------
     table : ObjectTable
-    season : list of (land index, kind, before state, after state) for farmland parcels, kind in
-        ``flood``, ``harvest``, ``green_up``, ``none``.
     """
-    n_land, n_b, n_p = len(land), len(buildings), len(parts)
-    t = _empty(1 + n_land + n_b + n_p)
+    patches = [s for s in stories if s.patch is not None]
+    n_land, n_b, n_s, n_p = len(land), len(buildings), len(patches), len(parts)
+    t = _empty(1 + n_land + n_b + n_s + n_p)
     for d in (0, 1):
         _set(t, 0, d, "soil", "grass", 0.6)
     bright = np.clip(rng.normal(1.0, 0.05, len(t.f[0])), 0.9, 1.1).astype(np.float32)
     t.bright[0] = bright
     t.bright[1] = bright * np.clip(rng.normal(1.0, 0.02, len(bright)), 0.95, 1.05)
-    season = []
+    by_land = {s.land: s for s in stories}
+    patch_id = {s.land: 1 + n_land + n_b + j for j, s in enumerate(patches)}
     for k, (kind, geom) in enumerate(zip(land.KIND.to_numpy(), land.geometry.to_numpy()), start=1):
         if kind in SEASON_P:
-            story = _crop_story(kind, rng)
-            season.append((k - 1, *story))
-            for d, state in enumerate(story[1:]):
-                a, (lo, hi) = STATES[state]
-                if kind == "paddy" and a == "soil":
-                    a = "soil_wet"
-                _set(t, k, d, a, "crop", rng.uniform(lo, hi))
-            if story[0] == "none":   # crop vigour differs between dates everywhere
+            s = by_land[k - 1]
+            for d, state in enumerate((s.before, s.after)):
+                _set_state(t, k, d, kind, state, rng)
+            if s.kind == "none":   # crop vigour differs between dates everywhere
                 t.f[1, k] = min(t.f[0, k] * rng.uniform(0.85, 1.15), 0.95)
+            if s.patch is not None:   # harvest in progress: the rest of the parcel still stands
+                j = patch_id[k - 1]
+                t.A[:, j], t.V[:, j], t.f[:, j] = t.A[:, k], t.V[:, k], t.f[:, k]
+                t.bright[:, j], t.tex[j] = t.bright[:, k], 0.12
+                t.A[1, k], t.V[1, k], t.f[1, k] = t.A[0, k], t.V[0, k], t.f[0, k]
+                t.bright[1, k] = t.bright[0, k]
             t.tex[k] = 0.12
         elif kind == "orchard":
             f0 = rng.uniform(0.55, 0.75)
@@ -140,17 +243,45 @@ def object_table(land, buildings, parts, rng: np.random.Generator):
     for j, roof in enumerate(buildings.ROOF.to_numpy()):
         for d in (0, 1):
             _set(t, base + j, d, roof, "crop", 0.0)
-    base += n_b
+    base += n_b + n_s
     for j, mat in enumerate(parts.MATERIAL.to_numpy()):
         i = base + j
-        for d in (0, 1):         # the before date never shows change parts; set both for safety
-            _set(t, i, d, mat, "crop", 0.0)
+        em = {"water_algae": "water_new", BEFORE_BARE: "soil"}.get(mat, mat)
+        for d in (0, 1):         # a part is drawn on one date only; set both for safety
+            _set(t, i, d, em, "crop", 0.0)
         t.bright[:, i] = np.clip(rng.normal(1.0, 0.04), 0.92, 1.08)
+        if mat in MATERIAL_BRIGHT:
+            t.bright[:, i] = rng.uniform(*MATERIAL_BRIGHT[mat])
         if mat == "solar":       # rows of panels running east-west, soil and grass between
             for d in (0, 1):
                 _set(t, i, d, "orchard_floor", "solar", 0.97)
             t.pattern[i], t.period[i], t.angle[i], t.duty[i] = PATTERN_PANELS, rng.uniform(5.0, 7.0), 0.0, 0.7
-    return t, season
+        elif mat == BEFORE_BARE:     # a bare site before the earthworks: soil, a few weeds
+            t.f[:, i] = rng.uniform(0.0, 0.08)
+            t.bright[:, i] = rng.uniform(*SOIL_MOISTURE)
+        elif mat == "water_muddy":   # clay still in suspension: between clear and muddy water
+            w = rng.uniform(*POND_MUDDY)
+            t.A[:, i] = (1 - w) * EM["water_new"] + w * EM["water_muddy"]
+        elif mat == "water_algae":   # clear water with a bloom of floating algae
+            t.f[:, i] = rng.uniform(*POND_ALGAE_F)
+    return t
+
+
+def _set_state(t, k, d, kind, state, rng):
+    """Parameters of crop state ``state`` of a ``kind`` parcel at object ``k``, date ``d``."""
+    a, (lo, hi) = STATES[state]
+    if kind == "paddy" and a == "soil":
+        a = "soil_wet"
+    _set(t, k, d, a, "crop", rng.uniform(lo, hi))
+    if d == 0:
+        return
+    if state == "flooded":   # clear water over dark mud .. muddy water just after puddling
+        w = rng.uniform(*FLOOD_MUDDY)
+        t.A[1, k] = (1 - w) * EM["shallow_water"] + w * EM["paddy_turbid"]
+    if state in STATE_BRIGHT:
+        t.bright[1, k] *= rng.uniform(*STATE_BRIGHT[state])
+    elif state in ("young", "bare"):
+        t.bright[1, k] *= rng.uniform(*SOIL_MOISTURE)
 
 
 _STATIC = {  # kind: (background, foreground, cover range, texture)
@@ -173,7 +304,8 @@ def _crop_story(kind: str, rng: np.random.Generator) -> tuple[str, str, str]:
     if change == "flood":
         return change, ("green" if rng.random() < 0.6 else "bare"), "flooded"
     if change == "harvest":
-        return change, "green", "stubble"
+        q = HARVEST_AFTER[kind]
+        return change, "green", str(rng.choice(list(q), p=list(q.values())))
     if change == "green_up":
         return change, ("young" if rng.random() < 0.6 else "bare"), "green"
     state = "green" if kind == "paddy" or rng.random() < 0.55 else "young"
