@@ -107,11 +107,22 @@ class WorkerSetup(WorkerPlugin):
         host = worker_host(worker.address)
         # A host the client did not see (a worker joining later) counts one process.
         threads = numba_threads_for(machine_cores(), self.processes_by_host.get(host, 1), self.numba_threads)
-        os.environ.update(process_env(self.env, threads, self.gdal_cachemax_mb))
+        env = process_env(self.env, threads, self.gdal_cachemax_mb)
+        if _numba_threads_launched():
+            # Numba refuses a changed NUMBA_NUM_THREADS once its pool runs (it rereads the
+            # variable when it compiles); set_num_threads in `call` caps the threads instead.
+            env.pop("NUMBA_NUM_THREADS", None)
+        os.environ.update(env)
         _STATE["numba_threads"] = threads
         _STATE["malloc_relaxed"] = relax_malloc_trim()
         for module in self.preload:
             importlib.import_module(module)
+
+
+def _numba_threads_launched() -> bool:
+    """True when this process's Numba thread pool has started."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return bool(parallel is not None and getattr(parallel, "_is_initialized", False))
 
 
 def relax_malloc_trim() -> bool:
