@@ -99,7 +99,8 @@ def _run_stages(cfg, quarter, rd, manifest, outcome, status, workers, progress, 
         rd.save(manifest)
         log.info("stage %s ...", name)
         progress.start(name, _units(name, rd))
-        kwargs = {"workers": workers, "executor": executor, "scheduler": scheduler} if name == "detect" else {}
+        parallel = name in ("detect", "export")  # the stages made of tile / county tasks
+        kwargs = {"workers": workers, "executor": executor, "scheduler": scheduler} if parallel else {}
         STAGE_FUNCS[name](cfg, quarter, rd, manifest, outcome, **kwargs)
         if name == "plan":
             manifest["imagery_globs"] = imagery_globs(cfg, str(quarter))

@@ -311,39 +311,73 @@ def stage_batches(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, out
 
 # ---------------------------------------------------------------------------------------------
 # export
+_EXPORT_CACHE: dict[str, dict] = {}
+
+
+def _export_context(run_path: str) -> dict:
+    """What every county package of a run needs, loaded once per worker process: the run's
+    configuration and manifest, its changes, the chip reader and the county outlines."""
+    if run_path not in _EXPORT_CACHE:
+        from pipeline.config import load_config  # noqa: PLC0415 - the worker loads what the run used
+
+        rd_path = Path(run_path)
+        manifest = json.loads((rd_path / "run.json").read_text(encoding="utf-8"))
+        cfg = load_config(manifest["config_file"])
+        plan = load_plan(rd_path)
+        grid = Grid.from_dict(plan["grid"])
+        changes = read_changes(rd_path / "changes.gpkg")
+        _EXPORT_CACHE[run_path] = {
+            "cfg": cfg, "changes": changes,
+            "read_chip": grid_chip_reader(DateImagery.from_dict(plan["before"]),
+                                          DateImagery.from_dict(plan["after"]), grid,
+                                          resampling=plan["resampling"]),
+            "boundaries": _county_boundaries(cfg, changes, grid.crs),
+            "run_meta": {"run_id": manifest.get("run_id"), "config_hash": manifest.get("config_hash"),
+                         "version": manifest.get("versions", {}).get("tianyan"),
+                         "quarter": manifest["quarter"], "name": cfg.run["name"],
+                         "dates": manifest.get("dates", {})}}
+    return _EXPORT_CACHE[run_path]
+
+
+def export_one_county(task: tuple[str, str, tuple[str, ...]]) -> dict:
+    """Worker task: build one county's package from the run directory (paths only travel)."""
+    run_path, code, formats = task
+    ctx = _export_context(run_path)
+    cfg, changes = ctx["cfg"], ctx["changes"]
+    county = changes[changes["XZQDM"] == code]
+    start = cfg.batches["start_points"].get(code)
+    path = write_county_package(county, Path(run_path) / "packages", xzqdm=code,
+                                xzqmc=county["XZQMC"].iloc[0], quarter=ctx["run_meta"]["quarter"],
+                                run_meta=ctx["run_meta"], formats=formats, read_chip=ctx["read_chip"],
+                                shp_encoding=cfg.export["shp_encoding"],
+                                start_lonlat=tuple(start) if start else None,
+                                boundary=ctx["boundaries"].get(code))
+    return {"county": code, "polygons": len(county), "file": path.name}
+
+
 def stage_export(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome,
-                 counties: list[str] | None = None, formats: list[str] | None = None) -> None:
-    """One package per county (a county's failure is recorded, the others go on), then the
-    province summary and report."""
+                 counties: list[str] | None = None, formats: list[str] | None = None,
+                 workers: int | None = None, executor: str | None = None,
+                 scheduler: str | None = None) -> None:
+    """One package per county, as parallel tasks (a county's failure is recorded, the others go
+    on), then the province summary and report."""
     gdf = read_changes(rd.path / "changes.gpkg")
-    plan = load_plan(rd.path)
-    grid = Grid.from_dict(plan["grid"])
-    read_chip = grid_chip_reader(DateImagery.from_dict(plan["before"]), DateImagery.from_dict(plan["after"]),
-                                 grid, resampling=plan["resampling"])
-    run_meta = {"run_id": manifest.get("run_id"), "config_hash": manifest.get("config_hash"),
-                "version": manifest.get("versions", {}).get("tianyan"), "quarter": str(quarter),
-                "name": cfg.run["name"], "dates": manifest.get("dates", {})}
-    formats = formats or cfg.export["formats"]
-    boundaries = _county_boundaries(cfg, gdf, grid.crs)
+    formats = tuple(formats or cfg.export["formats"])
+    codes = sorted(c for c in gdf["XZQDM"].unique() if c and (not counties or c in counties))
+    workers = min(workers or cfg.run["workers"] or default_workers(), max(1, len(codes)))
+    _EXPORT_CACHE.pop(str(rd.path), None)  # this process may hold an older state of the run
     packages = {}
-    for code, county in gdf[gdf["XZQDM"] != ""].groupby("XZQDM", sort=True):
-        if counties and code not in counties:
-            continue
-        name = county["XZQMC"].iloc[0]
-        start = cfg.batches["start_points"].get(code)
-        try:
-            path = write_county_package(county, rd.packages, xzqdm=code, xzqmc=name, quarter=str(quarter),
-                                        run_meta=run_meta, formats=formats, read_chip=read_chip,
-                                        shp_encoding=cfg.export["shp_encoding"],
-                                        start_lonlat=tuple(start) if start else None,
-                                        boundary=boundaries.get(code))
-            packages[code] = path.name
-            rd.event("package", county=code, polygons=len(county), file=path.name)
-        except Exception as exc:  # noqa: BLE001 - one county's failure never stops the others
-            msg = str(exc) if isinstance(exc, TianyanError) else f"{type(exc).__name__}: {exc}"
+    tasks = [(str(rd.path), code, formats) for code in codes]
+    for (_, code, _), result, error in run_tasks(export_one_county, tasks, workers, executor=executor,
+                                                 scheduler=scheduler, cfg=cfg):
+        if error is not None:
+            msg = str(error) if isinstance(error, TianyanError) else f"{type(error).__name__}: {error}"
             outcome.failed_counties[code] = msg
             rd.event("package_failed", county=code, error=msg)
             log.error("county %s package failed: %s", code, msg)
+        else:
+            packages[code] = result["file"]
+            rd.event("package", **result)
     overlay_report = json.loads((rd.path / "overlay_report.json").read_text(encoding="utf-8"))
     summary = run_report.summarize(gdf, quarter=str(quarter), packages=packages,
                                    outside=overlay_report.get("outside_counties", []),

@@ -122,3 +122,27 @@ def test_official_area_is_ellipsoidal(demo_run):
     expected = changes.geometry.area.to_numpy() / scale
     np.testing.assert_allclose(changes["JCMJ"], expected, rtol=2e-4)
     np.testing.assert_allclose(changes["JCMJM"], changes["JCMJ"] * 3 / 2000, rtol=1e-9)
+
+
+def test_export_rebuilds_packages_and_one_failing_county_does_not_stop_the_others(demo_run):
+    """`tianyan export` on the finished run, 2 worker processes: a county whose zip cannot be
+    written (a folder stands where the zip goes) is listed as failed, exit 3; the others are rebuilt."""
+    out, _, runner, _ = demo_run
+    run = out / "runs" / QUARTER
+    zips = sorted((run / "packages").glob("*.zip"))
+    assert len(zips) >= 2
+    blocked = zips[0]
+    blocked.unlink()
+    blocked.mkdir()
+    stamps = {z.name: z.stat().st_mtime_ns for z in zips[1:]}
+    r = runner.invoke(main, ["export", "--run", str(run)])
+    assert r.exit_code == 3, r.output
+    assert f"failed county {blocked.name[:6]}" in r.output
+    for z in zips[1:]:
+        assert z.stat().st_mtime_ns > stamps[z.name]       # rebuilt
+        with zipfile.ZipFile(z) as zf:
+            assert "manifest.json" in zf.namelist()
+    blocked.rmdir()
+    r = runner.invoke(main, ["export", "--run", str(run), "--county", blocked.name[:6]])
+    assert r.exit_code == 0, r.output
+    assert blocked.is_file()
