@@ -3,17 +3,24 @@
 Prints, all measured in this run:
 1. each Numba pass of ``detect.kernels`` against its plain NumPy reference (the ones the
    tests check it against): Mpx/s of both and the ratio;
-2. the whole detector on an in-memory 4-band pair (fit_model on every 4th pixel +
-   detect_tile, then + tile_objects): Mpx/s;
+2. the whole detector on an in-memory 4-band pair: fit_model on every 4th pixel +
+   detect_tile + tile_objects, Mpx/s by wall clock and by CPU time of all threads (the
+   machine may be shared); fit_model on the whole pair as a scene sample with its IR-MAD
+   iterations. Run twice: with glibc's defaults, where a tile's ~33 bytes/px of fresh
+   output layers are page-faulted on every call, and in a child process that keeps freed
+   memory in the heap (MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_), as a worker
+   that processes tile after tile can;
 3. first-call cost: cold (fresh NUMBA_CACHE_DIR, in a subprocess) and warm (cache hit);
 4. OA / kappa on the real Landsat pairs beside CVA + Otsu and |dNDVI| + Otsu.
 
-Usage: ``python bench/bench_detect.py [--size 2048] [--repeat 3] [--demo DIR]``
-(``--demo`` also scores a generated demo region against its truth).
+Usage: ``python bench/bench_detect.py [--size 2048] [--repeat 3] [--quick] [--demo DIR]``.
+``--quick`` (< 60 s with a warm cache): kernels on 1024 x 1024, one timed NumPy run, the
+whole detector on --size, warm start only. ``--demo`` also scores a generated demo region.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -28,15 +35,17 @@ sys.path.insert(0, str(ROOT))
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from detect import kernels  # noqa: E402
+from detect import kernels, statistic  # noqa: E402
 from detect.detector import DetectParams, detect_tile, fit_model  # noqa: E402
 from detect.objects import square_offsets, tile_objects  # noqa: E402
 from detect.rules import rule_vector  # noqa: E402
+from tests import test_detect_fused as fused  # noqa: E402
 from tests import test_detect_kernels as ref  # noqa: E402
 
 BANDS = ("blue", "green", "red", "nir")
 EMS = np.array([[0.03, 0.075, 0.04, 0.45], [0.07, 0.10, 0.15, 0.20], [0.05, 0.07, 0.05, 0.02],
                 [0.25, 0.27, 0.28, 0.30], [0.09, 0.12, 0.15, 0.22], [0.035, 0.04, 0.035, 0.045]]).T
+KEEP_HEAP = {"MALLOC_TRIM_THRESHOLD_": str(4 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
 
 
 def make_pair(size, seed=0):
@@ -50,25 +59,29 @@ def make_pair(size, seed=0):
     y = (EMS[:, up(lab_a)] * 10000 + rng.normal(0, 60, (4, size, size))) * 1.07 + 250
     valid = np.ones((size, size), bool)
     valid[: size // 10, : size // 10] = False  # a cloud
-    return x.astype(np.float32), y.astype(np.float32), valid
+    # band-sequential C order, as rasterio reads (EMS[:, lab] is band-interleaved)
+    return (np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.float32),
+            valid)
 
 
-def timeit(fn, *args, repeat=3):
-    fn(*args)  # compile / warm up
-    best = np.inf
+def best_of(fn, *args, repeat=3, warm=True):
+    """(best wall seconds, best CPU seconds of all threads, last result) over ``repeat`` runs."""
+    out = fn(*args) if warm else None  # compile / warm up
+    wall = cpu = np.inf
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(*args)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        wall = min(wall, time.perf_counter() - t0)
+        cpu = min(cpu, time.process_time() - c0)
+    return wall, cpu, out
 
 
 def row(name, npx, t_numba, t_numpy):
-    print(f"  {name:<26} numba {npx / t_numba / 1e6:9.1f} Mpx/s   numpy {npx / t_numpy / 1e6:8.1f} Mpx/s"
-          f"   ratio {t_numpy / t_numba:6.1f}x")
+    print(f"  {name:<34} numba {npx / t_numba / 1e6:8.1f} Mpx/s   numpy {npx / t_numpy / 1e6:7.2f} "
+          f"Mpx/s   ratio {t_numpy / t_numba:7.1f}x", flush=True)
 
 
-def bench_kernels(size, repeat):
+def bench_kernels(size, repeat, np_repeat):
     x, y, valid = make_pair(size)
     npx = size * size
     p = 4
@@ -81,94 +94,151 @@ def bench_kernels(size, repeat):
     w = valid.astype(np.float32)
     shift = np.concatenate([mx, my])
     print(f"Numba passes vs NumPy references, {size} x {size} px, 4 bands, "
-          f"{numba.get_num_threads()} Numba thread(s)")
-    tn, _ = timeit(kernels.weighted_moments, x, y, idx, w, shift, repeat=repeat)
-    tr, _ = timeit(ref.ref_moments, x, y, idx, w, shift, repeat=repeat)
-    row("weighted_moments", npx, tn, tr)
-    tn, _ = timeit(kernels.mad_chi2, x, y, idx, valid, mx, my, a, b, isg, repeat=repeat)
-    tr, _ = timeit(ref.ref_mad, x, y, idx, valid, mx, my, a, b, isg, repeat=repeat)
-    row("mad_chi2", npx, tn, tr)
+          f"{numba.get_num_threads()} Numba thread(s), threading layer {numba.threading_layer()}")
+
+    def pair(name, numba_fn, numpy_fn, *args, numpy_args=None):
+        tn = best_of(numba_fn, *args, repeat=repeat)
+        tr = best_of(numpy_fn, *(numpy_args or args), repeat=np_repeat, warm=False)
+        row(name, npx, tn[0], tr[0])
+        return tn[2]
+
+    pair("weighted_moments", kernels.weighted_moments, ref.ref_moments, x, y, idx, w, shift)
+
+    def np_irmad(x, y, idx, valid, mx, my, a, b, isg):
+        _, wt = ref.ref_mad(x, y, idx, valid, mx, my, a, b, isg)
+        return ref.ref_moments(x, y, idx, wt.astype(np.float32), np.concatenate([mx, my]))
+
+    pair("irmad_moments (weights + moments)", kernels.irmad_moments, np_irmad, x, y, idx, valid,
+         mx, my, a, b, isg)
+    pair("mad_chi2", kernels.mad_chi2, ref.ref_mad, x, y, idx, valid, mx, my, a, b, isg)
+    pair("robust_sigma (variates + medians)", statistic.robust_sigma, fused.ref_robust_sigma, x, y,
+         idx, valid, mx, my, a, b)
+    pair("index_noise", kernels.index_noise, fused.ref_index_noise, x, y, valid, w, roles, gain,
+         offset, 1e-4)
     rn = np.ascontiguousarray(y[2:4])
-    tn, ys = timeit(kernels.box_mean, rn, valid, 1, repeat=repeat)
-    tr, _ = timeit(ref.ref_box_mean_np, rn, valid, 1, repeat=repeat)
-    row("box_mean (2 bands, r=1)", npx, tn, tr)
-    tn, out = timeit(kernels.change_pixels, x, y, ys, valid, idx, mx, my, a, b, isg, gain, offset,
-                     roles, 1e-4, rule, repeat=repeat)
-    tr, _ = timeit(ref.ref_change, x, y, ys, valid, idx, mx, my, a, b, isg, gain, offset, roles,
-                   1e-4, rule, repeat=repeat)
-    row("change_pixels", npx, tn, tr)
+    ys = pair("box_mean (2 bands, r=1)", kernels.box_mean, ref.ref_box_mean_np, rn, valid, 1)
+    args = (idx, mx, my, a, b, isg, gain, offset, roles, 1e-4, rule)
+    out = pair("change_pixels", kernels.change_pixels, ref.ref_change, x, y, ys, valid, *args)
+
+    def np_detect(x, y, valid, *args):
+        wet_ys = fused.ref_wet_box(y, valid, roles, gain, offset, params.wet_ndwi, 1)
+        return ref.ref_change(x, y, wet_ys, valid, *args)
+
+    pair("detect_pixels (fused smoothing)", lambda *a_: kernels.detect_pixels(*a_, 1), np_detect,
+         x, y, valid, *args)
     flags = out[-1]
-    tn, _ = timeit(kernels.vote_decide, flags, valid, 1, True, repeat=repeat)
-    tr, _ = timeit(ref.ref_vote_decide, flags, valid, 1, True, repeat=repeat)
-    row("vote_decide (r=1)", npx, tn, tr)
+    pair("vote_decide (r=1)", kernels.vote_decide, ref.ref_vote_decide, flags, valid, 1, True)
     m = (flags & kernels.FLAG_CHANGED) > 0
     lo, hi = square_offsets(3)
-    tn, _ = timeit(kernels.erode_rect, m, lo, hi, repeat=repeat)
-    tr, _ = timeit(ref.ref_erode, m, lo, hi, repeat=repeat)
-    row("erode_rect (3 x 3)", npx, tn, tr)
-    tn, _ = timeit(kernels.dilate_rect, m, lo, hi, repeat=repeat)
-    tr, _ = timeit(ref.ref_dilate, m, lo, hi, repeat=repeat)
-    row("dilate_rect (3 x 3)", npx, tn, tr)
+    pair("erode_rect (3 x 3)", kernels.erode_rect, ref.ref_erode, m, lo, hi)
+    pair("dilate_rect (3 x 3)", kernels.dilate_rect, ref.ref_dilate, m, lo, hi)
+    pair("clean_decision (vote+open 2+close 3)", kernels.clean_decision, fused.ref_clean_decision,
+         flags, valid, 1, True, True, 2, 3)
+    lab = np.where(m, (np.arange(npx).reshape(size, size) // 997) % 300 + 1, 0).astype(np.int32)
+    layers = [a_ for a_ in out[:8]] + [m, m]
+
+    def np_sums(lab, n, *layers):
+        flat = lab.ravel()
+        return [np.bincount(flat, weights=np.asarray(v).ravel().astype(np.float64),
+                            minlength=n + 1) for v in layers]
+
+    pair("object_sums (12 sums)", kernels.object_sums, np_sums, lab, 300, *layers)
 
 
-def bench_detector(size, repeat):
+def detector_figures(size, repeat):
+    """The whole detector in this process; returns a dict of seconds and counts."""
     x, y, valid = make_pair(size, seed=1)
-    npx = size * size
     params = DetectParams()
-
-    def whole():
-        model = fit_model(x[:, ::4, ::4], y[:, ::4, ::4], valid[::4, ::4], BANDS, params)
-        return model, detect_tile(x, y, valid, BANDS, model, params)
-
-    t_fit, model = timeit(fit_model, x[:, ::4, ::4], y[:, ::4, ::4], valid[::4, ::4], BANDS, params,
-                          repeat=repeat)
-    t_det, layers = timeit(detect_tile, x, y, valid, BANDS, model, params, repeat=repeat)
-    t_all, _ = timeit(whole, repeat=repeat)
+    xs, ys, vs = (np.ascontiguousarray(a[..., ::4, ::4]) for a in (x, y, valid))
     from affine import Affine
 
     core = (slice(0, size), slice(0, size))
-    t_obj, parts = timeit(tile_objects, layers, valid, core, Affine(2, 0, 5e5, 0, -2, 3e6),
-                          "EPSG:4545", repeat=repeat)
-    print(f"Whole detector, in-memory {size} x {size} 4-band pair, {numba.get_num_threads()} thread(s); "
-          f"IR-MAD converged={model.converged} in {model.iterations} iterations")
-    print(f"  fit_model (every 4th px)   {t_fit:7.3f} s")
-    print(f"  detect_tile                {t_det:7.3f} s   {npx / t_det / 1e6:7.1f} Mpx/s")
-    print(f"  fit + detect               {t_all:7.3f} s   {npx / t_all / 1e6:7.1f} Mpx/s")
-    print(f"  tile_objects               {t_obj:7.3f} s   ({len(parts)} objects)")
-    print(f"  fit + detect + objects     {t_all + t_obj:7.3f} s   {npx / (t_all + t_obj) / 1e6:7.1f} Mpx/s")
+    tr = Affine(2, 0, 5e5, 0, -2, 3e6)
+    fit = best_of(fit_model, xs, ys, vs, BANDS, params, repeat=repeat)
+    model = fit[2]
+    det = best_of(detect_tile, x, y, valid, BANDS, model, params, repeat=repeat)
+    obj = best_of(tile_objects, det[2], valid, core, tr, "EPSG:4545", repeat=repeat)
+
+    def whole():
+        m = fit_model(xs, ys, vs, BANDS, params)
+        return tile_objects(detect_tile(x, y, valid, BANDS, m, params), valid, core, tr,
+                            "EPSG:4545")
+
+    allw = best_of(whole, repeat=repeat)
+    scene = best_of(fit_model, x, y, valid, BANDS, params, repeat=max(1, repeat - 1))
+    return {"size": size, "threads": numba.get_num_threads(), "iterations": model.iterations,
+            "converged": model.converged, "scene_iterations": scene[2].iterations,
+            "objects": len(allw[2]), "fit": fit[:2], "detect": det[:2], "objects_t": obj[:2],
+            "whole": allw[:2], "scene": scene[:2]}
+
+
+def print_detector(f, label):
+    npx = f["size"] ** 2
+    rate = lambda t: f"{npx / t / 1e6:7.1f}"
+    print(f"Whole detector, in-memory {f['size']} x {f['size']} 4-band pair, "
+          f"{f['threads']} thread(s), {label}; IR-MAD converged={f['converged']} in "
+          f"{f['iterations']} iterations")
+    print("  (Mpx/s of the pair; cpu = CPU time of all threads)")
+    for name, key in (("fit_model (every 4th px)", "fit"), ("detect_tile", "detect"),
+                      ("tile_objects", "objects_t"), ("fit + detect + objects", "whole")):
+        w, c = f[key]
+        print(f"  {name:<26} {w:7.3f} s wall {rate(w)} Mpx/s   {c:7.3f} s cpu {rate(c)} Mpx/cpu-s")
+    w, c = f["scene"]
+    its = f["scene_iterations"]
+    print(f"  fit_model, whole pair as a {npx / 1e6:.1f} Mpx scene sample: {w:.3f} s wall, "
+          f"{c:.3f} s cpu, {its} IR-MAD iterations ({npx * its / w / 1e6:.0f} "
+          f"Mpx-iterations/s); {f['objects']} objects", flush=True)
+
+
+def bench_detector(size, repeat):
+    print_detector(detector_figures(size, repeat), "glibc malloc defaults (fresh pages per call)")
+    env = dict(os.environ, **KEEP_HEAP)
+    out = subprocess.run([sys.executable, __file__, "--detector-json", "--size", str(size),
+                          "--repeat", str(repeat)], env=env, capture_output=True, text=True)
+    if out.returncode == 0:
+        print_detector(json.loads(out.stdout.strip().splitlines()[-1]),
+                       "heap kept (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_)")
+    else:
+        print(f"  heap-kept child failed: {out.stderr.strip().splitlines()[-1:]}")
 
 
 COLD = textwrap.dedent("""
     import sys, time
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sys.path.insert(0, {root!r})
     import numpy as np
     from detect.detector import DetectParams, fit_model, detect_tile
-    t1 = time.perf_counter()
+    from detect.objects import tile_objects
+    from affine import Affine
+    t1, c1 = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(0)
     x = rng.uniform(100, 3000, (4, 64, 64)).astype(np.float32)
     y = (x * 1.1 + rng.normal(0, 50, x.shape)).astype(np.float32)
     v = np.ones((64, 64), bool)
     b = ("blue", "green", "red", "nir")
     m = fit_model(x, y, v, b, DetectParams())
-    detect_tile(x, y, v, b, m, DetectParams())
-    t2 = time.perf_counter()
-    print(f"{{t1 - t0:.3f}} {{t2 - t1:.3f}}")
+    layers = detect_tile(x, y, v, b, m, DetectParams())
+    tile_objects(layers, v, (slice(0, 64), slice(0, 64)), Affine(2, 0, 0, 0, -2, 0), "EPSG:4545")
+    t2, c2 = time.perf_counter(), time.process_time()
+    print(f"{{t1 - t0:.3f}} {{t2 - t1:.3f}} {{c2 - c1:.3f}}")
 """)
 
 
-def bench_compile():
+def bench_compile(cold):
+    code = COLD.format(root=str(ROOT))
+    print("First call (import; first fit + detect + objects on 64 x 64), separate processes:")
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        code = COLD.format(root=str(ROOT))
-        res = []
-        for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+        runs = (("cold (empty NUMBA_CACHE_DIR)", env), ("warm (cache=True hit)", env)) if cold \
+            else (("warm (cache=True hit)", dict(os.environ)),)
+        for label, e in runs:
+            out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True,
                                  text=True, check=True).stdout.split()
-            res.append([float(v) for v in out])
-    print("First call (import; first fit + detect on 64 x 64), separate processes:")
-    print(f"  cold (empty NUMBA_CACHE_DIR)   import {res[0][0]:6.2f} s   first call {res[0][1]:6.2f} s")
-    print(f"  warm (cache=True hit)          import {res[1][0]:6.2f} s   first call {res[1][1]:6.2f} s")
+            imp, first, cpu = (float(v) for v in out)
+            print(f"  {label:<30} import {imp:6.2f} s   first call {first:6.2f} s wall "
+                  f"({cpu:6.2f} s cpu)", flush=True)
+    if not cold:
+        print("  cold start skipped in --quick (about 30 s of compilation on an idle machine)")
 
 
 def bench_landsat():
@@ -184,7 +254,8 @@ def bench_landsat():
         fmt = lambda t: f"({t[0]:.4f}, {t[1]:.4f})"
         print(f"  {city:<8} tianyan any-change {fmt(s_any['tianyan'])}   "
               f"tianyan land-use rules {fmt(s_lu['tianyan'])}   "
-              f"CVA+Otsu {fmt(s_any['cva_otsu'])}   dNDVI+Otsu {fmt(s_any['dndvi_otsu'])}")
+              f"CVA+Otsu {fmt(s_any['cva_otsu'])}   dNDVI+Otsu {fmt(s_any['dndvi_otsu'])}",
+              flush=True)
 
 
 def bench_demo(demo_dir):
@@ -218,25 +289,35 @@ def bench_demo(demo_dir):
     dt = time.perf_counter() - t0
     truth = gpd.read_file(d / "truth.gpkg", layer="truth")
     r = evaluate(objs, truth, min_area_m2=params.min_area_m2)["overall"]
-    print(f"Demo {d} ({x.shape[2]} x {x.shape[1]} px, one tile, {dt:.1f} s): recall {r['recall']:.3f} "
-          f"({r['truth_hit']}/{r['truth']}), precision {r['precision']:.3f} "
-          f"({r['changes_hit']}/{r['changes']})")
+    print(f"Demo {d} ({x.shape[2]} x {x.shape[1]} px, one tile, {dt:.1f} s): "
+          f"recall {r['recall']:.3f} ({r['truth_hit']}/{r['truth']}), "
+          f"precision {r['precision']:.3f} ({r['changes_hit']}/{r['changes']})")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--size", type=int, default=2048, help="side of the whole-detector pair (px)")
+    ap.add_argument("--kernel-size", type=int, help="side for the per-pass table (default --size)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="a run under 60 s (warm cache)")
     ap.add_argument("--demo", help="a demo directory written by pipeline.demo.make_demo")
+    ap.add_argument("--detector-json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.detector_json:
+        print(json.dumps(detector_figures(args.size, args.repeat)))
+        return
+    t0 = time.perf_counter()
+    ksize = args.kernel_size or (min(args.size, 1024) if args.quick else args.size)
+    repeat = min(args.repeat, 2) if args.quick else args.repeat
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    bench_kernels(args.size, args.repeat)
-    bench_detector(args.size, args.repeat)
-    bench_compile()
+    bench_kernels(ksize, repeat, 1 if args.quick else max(1, repeat - 1))
+    bench_detector(args.size, repeat)
+    bench_compile(cold=not args.quick)
     bench_landsat()
     if args.demo:
         bench_demo(args.demo)
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}; "
+          f"bench took {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detect import kernels, normalize, objects, rules, statistic
-from detect.indices import ROLES, indices, role_index, used_bands
+from detect import kernels, normalize, rules, statistic
+from detect.indices import ROLES, role_index, used_bands
 from tiles.errors import ConfigError, InputError
 
 HALO_PX: int = 8
@@ -325,22 +325,10 @@ def fit_model(before, after, valid, bands, params) -> ChangeModel:
 
 def _index_noise(x, y, v, weights, roles, gain, offset, scale):
     """No-change-weighted standard deviation of the index differences (dict of floats)."""
-    w = weights[v].astype(np.float64)
-    xb = x[:, v]
-    ya = y[:, v] * gain[:, None] + offset[:, None]
-    ib = indices(xb, roles, scale)
-    ia = indices(ya, roles, scale)
-    out = {}
-    for key, name in (("ndvi", "d_ndvi"), ("ndwi", "d_ndwi"), ("bright", "d_bright")):
-        d = ia[key].astype(np.float64) - ib[key]
-        ok = np.isfinite(d)
-        sw = w[ok].sum()
-        if sw > 0:
-            m = (w[ok] * d[ok]).sum() / sw
-            out[name] = float(np.sqrt((w[ok] * (d[ok] - m) ** 2).sum() / sw))
-        else:
-            out[name] = float("nan")
-    return out
+    _, _, sd = kernels.index_noise(x, y, v, np.ascontiguousarray(weights, np.float32), roles,
+                                   np.asarray(gain, np.float64), np.asarray(offset, np.float64),
+                                   float(scale))
+    return {name: float(sd[k]) for k, name in enumerate(("d_ndvi", "d_ndwi", "d_bright"))}
 
 
 def detect_tile(before, after, valid, bands, model, params) -> ChangeLayers:
@@ -372,24 +360,28 @@ def detect_tile(before, after, valid, bands, model, params) -> ChangeLayers:
     idx, mx, my, a, b, inv_sigma, gain, offset = model.arrays()
     noise_b = model.noise.get("d_bright", 0.0)
     rule = rules.rule_vector(params, idx.size, noise_b if np.isfinite(noise_b) else 0.0)
-    ys = _smoothed_red_nir(y, v, roles, gain, offset, params)
-    prob, dv, dw, dbr, va, wa, bra, sa, flags = kernels.change_pixels(
-        x, y, ys, v, idx, mx, my, a, b, inv_sigma, gain, offset, roles,
-        float(model.scale), rule)
-    raw = decide(flags, v, params)
-    changed = objects.clean_mask(raw, v, params.open_px, params.close_px)
+    # one pass per pixel (statistic, indices, rules; the flood rule's smoothing only
+    # where it is read), then one for the crop vote and the morphology
+    prob, dv, dw, dbr, va, wa, bra, sa, flags = kernels.detect_pixels(
+        x, y, v, idx, mx, my, a, b, inv_sigma, gain, offset, roles, float(model.scale), rule,
+        params.crop_smooth_px)
+    vote = params.landuse_rules and params.crop_vote_px > 0
+    changed, evidence, strong = kernels.clean_decision(
+        flags, v, params.crop_vote_px, params.require_evidence, vote, params.open_px,
+        params.close_px)
     return ChangeLayers(
         changed=changed, probability=prob, d_ndvi=dv, d_ndwi=dw, d_bright=dbr,
         ndvi_after=va, ndwi_after=wa, bright_after=bra, soil_after=sa,
-        evidence=(flags & kernels.FLAG_EVIDENCE) > 0, strong=(flags & kernels.FLAG_STRONG) > 0,
-        flags=flags)
+        evidence=evidence, strong=strong, flags=flags)
 
 
-def _smoothed_red_nir(y, valid, roles, gain, offset, params):
+def smoothed_red_nir(y, valid, roles, gain, offset, params):
     """Red and NIR of the after date averaged over the wet pixels of each window.
 
     Only wet pixels (normalised NDWI > wet_ndwi) are averaged, so a pond's edge
-    pixels are not mixed with the field around it; (2, h, w) float32, DN.
+    pixels are not mixed with the field around it; (2, h, w) float32, DN. The
+    detector computes this inside ``kernels.detect_pixels`` for the pixels that
+    read it; this whole-image form documents it and serves the tests.
     """
     ir, ig, inn = int(roles[2]), int(roles[1]), int(roles[3])
     rn = np.ascontiguousarray(y[[ir, inn]])
@@ -409,7 +401,8 @@ def decide(flags, valid, params):
     harvest or a flooding covers a whole parcel, whereas single noisy pixels of a
     pond or a panel field that look crop-like must not punch holes into a true
     change.
-    With crop_vote_px = 0 this is the kernel's own FLAG_CHANGED.
+    With crop_vote_px = 0 this is the kernel's own FLAG_CHANGED. (``detect_tile``
+    runs it fused with the morphology in ``kernels.clean_decision``.)
     """
     if not params.landuse_rules or params.crop_vote_px == 0:
         return (flags & kernels.FLAG_CHANGED) > 0

@@ -2,18 +2,37 @@
 
 No I/O, no objects, no configuration: the wrappers in ``detect.statistic``,
 ``detect.detector`` and ``detect.objects`` know dtypes, nodata and parameters.
-Every kernel has a plain NumPy reference in ``tests/test_detect_kernels.py``.
+Every kernel has a plain NumPy reference in ``tests/test_detect_kernels.py`` or
+``tests/test_detect_fused.py``; ``bench/bench_detect.py`` times each against it.
 
 Array conventions: image stacks are ``(nbands, h, w)`` float32 in DN units;
-``idx`` is an int64 vector selecting the bands used (array order); masks are
-``(h, w)`` bool. Per-pixel output for invalid pixels is NaN (floats) or 0.
+``idx`` is an int64 vector selecting the bands of the statistic (array order,
+1 to ``P_MAX`` bands: one per band role); masks are ``(h, w)`` bool. Per-pixel
+output for invalid pixels is NaN (floats) or 0.
+
+How they are fast: each parallel kernel splits the rows into blocks of ``CHUNK``
+rows (``prange``) and hands each block to a serial helper, so the parallel part
+compiles quickly and every block owns its scratch rows. Inner loops run along a
+row without branches (selects instead of ``if``), so the compiler turns them into
+SIMD code; scalar work (``exp``, neighbourhood look-ups) runs in a second loop
+over the row. Neighbourhood operations are separable: a pass along the rows into
+block-local scratch (the block plus its halo rows), then a pass down the
+columns, vectorised across the row; the whole decision + morphology chain runs
+inside one block (:func:`clean_decision`), so no full-size temporary is written.
+Inner loops index row views from 0 (``row = a[r]``; ``row[c]``): a computed
+index such as ``a[r, c + d]`` may be negative to Numba, whose wraparound select
+turns SIMD loads into gathers (measured 10x on the morphology).
+
+Compile cost: constant flags are passed to helpers as ``np.bool_`` / ``np.int64``
+(a bare ``True`` or ``0`` is typed as a literal and compiles the helper once
+more), and ``weighted_moments`` / ``irmad_moments`` share one parallel kernel.
 """
 import math
 
 import numpy as np
 from numba import prange
 
-from detect.jit import parallel, serial
+from detect.jit import inline, parallel, serial
 
 # Bits of the per-pixel ``flags`` output of :func:`change_pixels`.
 FLAG_SIG = 1  # chi-square statistic beyond the critical value
@@ -44,6 +63,25 @@ R_FARM_NDVI = 16
 R_LANDUSE = 17
 R_RESIDUE_BRIGHT = 18
 N_RULE = 19
+
+P_MAX = 5  # bands of the statistic: blue, green, red, nir, swir at most
+CHUNK = 32  # rows per parallel work item
+BLOCK = 128  # columns per block of the moment sums (scratch within the L1 cache)
+
+# Columns of :func:`object_sums` (the per-object sums of ``detect.objects``).
+N_SUMS = 12
+
+
+@inline
+def _first(ch):
+    """First row of block ``ch`` (int64 whatever integer type prange gives ``ch``)."""
+    return np.int64(ch) * CHUNK
+
+
+@inline
+def _stop(ch, h):
+    """End row (exclusive) of block ``ch`` of an image of ``h`` rows."""
+    return min(np.int64(h), (np.int64(ch) + 1) * CHUNK)
 
 
 @serial
@@ -79,76 +117,239 @@ def chi2_sf(x, dof):
     return s
 
 
-@parallel
-def weighted_moments(x, y, idx, weight, shift):
-    """Weighted first and second raw moments of the joint vector (x[idx], y[idx]).
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm): k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_INV_LN2 = 1.44269504088896338700e+00
 
-    Parameters: x, y (nb, h, w) float32; idx (p,) int64; weight (h, w) float32
-    (pixels with weight <= 0 or NaN, or a NaN value, are skipped); shift (2p,)
-    float64 subtracted before accumulating (a provisional mean, for precision).
-    Returns (sum_w, s1 (2p,), s2 (2p, 2p)) as float64: sum w, sum w v, sum w v v^T.
-    Rows are processed as vectors (one dot product per moment and row), which
-    the compiler turns into SIMD code.
+
+@serial
+def _sf_coefficients(dof):
+    """(5,) coefficients 1 / j! of the Poisson sum of :func:`chi2_sf` (even dof <= 10)."""
+    c = np.zeros(5)
+    term = 1.0
+    for j in range(min(dof // 2, 5)):
+        if j > 0:
+            term /= j
+        c[j] = term
+    return c
+
+
+@inline
+def _sf_even(x, c0, c1, c2, c3, c4):
+    """chi2_sf(x, dof) for an even dof <= 10 without branches or calls (SIMD in a loop).
+
+    exp(-h), h = x / 2, as 2^-k exp(-r) with h = k ln 2 + r, |r| <= ln 2 / 2: a
+    degree-13 Taylor polynomial for exp(-r) (truncation < 1e-17) and 2^-k as a
+    product of exact powers of two; the Poisson sum by Horner's rule with
+    c0..c4 from :func:`_sf_coefficients` (scalars: an array argument would
+    add reference counting calls to the loop, which stop SIMD code). Agrees with
+    :func:`chi2_sf` to about 1e-14 relative; NaN stays NaN, x <= 0 gives 1, and
+    x / 2 > 700 gives 0.
+    """
+    h = min(max(0.5 * x, 0.0), 700.0)
+    k = np.floor(h * _INV_LN2 + 0.5)
+    q = k * _LN2_LO - (h - k * _LN2_HI)  # -r
+    # Horner's rule written out: a loop over a tuple index compiles to a switch,
+    # which the vectoriser rejects
+    e = 1.0 / 6227020800.0
+    e = e * q + 1.0 / 479001600.0
+    e = e * q + 1.0 / 39916800.0
+    e = e * q + 1.0 / 3628800.0
+    e = e * q + 1.0 / 362880.0
+    e = e * q + 1.0 / 40320.0
+    e = e * q + 1.0 / 5040.0
+    e = e * q + 1.0 / 720.0
+    e = e * q + 1.0 / 120.0
+    e = e * q + 1.0 / 24.0
+    e = e * q + 1.0 / 6.0
+    e = e * q + 0.5
+    e = e * q + 1.0
+    e = e * q + 1.0
+    ki = np.int64(k)
+    scale = 1.0
+    factor = 0.5
+    for i in range(10):  # 2^-k, k <= 1010
+        scale *= factor if (ki >> i) & 1 else 1.0
+        factor *= factor
+    poly = (((c4 * h + c3) * h + c2) * h + c1) * h + c0
+    sf = e * scale * poly
+    sf = 0.0 if 0.5 * x > 700.0 else sf
+    return sf if x == x else np.nan
+
+
+@serial
+def _sf_row(z, dof, coef, out):
+    """out[c] = chi2_sf(z[c], dof); SIMD for an even dof <= 10, else one call per pixel."""
+    if dof % 2 == 0 and dof <= 10:
+        c0, c1, c2, c3, c4 = coef[0], coef[1], coef[2], coef[3], coef[4]
+        for c in range(z.size):
+            out[c] = _sf_even(z[c], c0, c1, c2, c3, c4)
+    else:
+        for c in range(z.size):
+            out[c] = chi2_sf(z[c], dof)
+
+
+# ---------------------------------------------------------------- the IR-MAD statistic
+@serial
+def _padded(idx, mean_x, mean_y, a, b, inv_sigma):
+    """The MAD transform padded to ``P_MAX`` bands, with a and b scaled by inv_sigma.
+
+    Returns (ip, mx, my, ca, cb): band index (P_MAX,) int64, centres (P_MAX,)
+    and coefficients (P_MAX, P_MAX) float64. Padding rows alias band idx[0] (so a
+    NaN there still reaches Z) with zero coefficients; padding columns are zero.
+    """
+    p = idx.size
+    if p < 1 or p > P_MAX:
+        raise ValueError("the IR-MAD statistic takes 1 to 5 bands")
+    ip = np.empty(P_MAX, dtype=np.int64)
+    mx = np.zeros(P_MAX)
+    my = np.zeros(P_MAX)
+    ca = np.zeros((P_MAX, P_MAX))
+    cb = np.zeros((P_MAX, P_MAX))
+    for k in range(P_MAX):
+        ip[k] = idx[k] if k < p else idx[0]
+    for k in range(p):
+        mx[k] = mean_x[k]
+        my[k] = mean_y[k]
+        for i in range(p):
+            ca[k, i] = a[k, i] * inv_sigma[i]
+            cb[k, i] = b[k, i] * inv_sigma[i]
+    return ip, mx, my, ca, cb
+
+
+@serial
+def _z_row(x, y, r, ip, mx, my, ca, cb, z):
+    """Z = sum_i MAD_i^2 of the scaled transform for row ``r`` into z (w,) float64.
+
+    Fixed P_MAX-band arithmetic: the compiler unrolls the band loops and
+    vectorises along the row.
+    """
+    x0 = x[ip[0], r]
+    x1 = x[ip[1], r]
+    x2 = x[ip[2], r]
+    x3 = x[ip[3], r]
+    x4 = x[ip[4], r]
+    y0 = y[ip[0], r]
+    y1 = y[ip[1], r]
+    y2 = y[ip[2], r]
+    y3 = y[ip[3], r]
+    y4 = y[ip[4], r]
+    for c in range(z.size):
+        d0 = x0[c] - mx[0]
+        d1 = x1[c] - mx[1]
+        d2 = x2[c] - mx[2]
+        d3 = x3[c] - mx[3]
+        d4 = x4[c] - mx[4]
+        e0 = y0[c] - my[0]
+        e1 = y1[c] - my[1]
+        e2 = y2[c] - my[2]
+        e3 = y3[c] - my[3]
+        e4 = y4[c] - my[4]
+        acc = 0.0
+        for i in range(P_MAX):
+            m = (d0 * ca[0, i] + d1 * ca[1, i] + d2 * ca[2, i] + d3 * ca[3, i] + d4 * ca[4, i]
+                 - e0 * cb[0, i] - e1 * cb[1, i] - e2 * cb[2, i] - e3 * cb[3, i] - e4 * cb[4, i])
+            acc += m * m
+        z[c] = acc
+
+
+@serial
+def _accumulate_row(x, y, idx, r, wr, shift, v, wv, s1, s2):
+    """Add row ``r`` to the weighted raw moments s1 (q,), s2 (q, q) (upper triangle).
+
+    wr (w,) float64: the weights, set to 0 here where a value is NaN; v, wv
+    (q, BLOCK) scratch. Blocks of BLOCK columns keep the scratch in the L1 cache;
+    within a block each moment is one dot product, which runs as SIMD code.
+    Returns the row's sum of weights.
     """
     p = idx.size
     q = 2 * p
-    h = weight.shape[0]
-    wd = weight.shape[1]
-    nchunk = min(h, 64)
-    acc_w = np.zeros(nchunk)
-    acc_1 = np.zeros((nchunk, q))
-    acc_2 = np.zeros((nchunk, q, q))
-    for ch in prange(nchunk):
-        r0 = ch * h // nchunk
-        r1 = (ch + 1) * h // nchunk
-        v = np.empty((q, wd))
-        wv = np.empty((q, wd))
-        wr = np.empty(wd)
-        sw = 0.0
-        s1 = np.zeros(q)
-        s2 = np.zeros((q, q))
-        for r in range(r0, r1):
+    wd = wr.size
+    sw = 0.0
+    for c0 in range(0, wd, BLOCK):
+        n = min(BLOCK, wd - c0)
+        wb = wr[c0:c0 + n]
+        for k in range(q):
+            row = x[idx[k], r, c0:c0 + n] if k < p else y[idx[k - p], r, c0:c0 + n]
+            sh = shift[k]
+            vk = v[k]
+            for c in range(n):
+                val = row[c]
+                wb[c] = 0.0 if val != val else wb[c]
+                vk[c] = val - sh
+        for k in range(q):
+            vk = v[k]
+            for c in range(n):
+                vk[c] = vk[c] if wb[c] > 0.0 else 0.0
+        t = 0.0
+        for c in range(n):
+            t += wb[c]
+        sw += t
+        for i in range(q):
+            vi = v[i]
+            wvi = wv[i]
+            t = 0.0
+            for c in range(n):
+                u = wb[c] * vi[c]
+                wvi[c] = u
+                t += u
+            s1[i] += t
+        for i in range(q):
+            wvi = wv[i]
+            for j in range(i, q):
+                vj = v[j]
+                t = 0.0
+                for c in range(n):
+                    t += wvi[c] * vj[c]
+                s2[i, j] += t
+    return sw
+
+
+@serial
+def _moment_rows(x, y, idx, weight, valid, shift, ip, mx, my, ca, cb, from_z, r0, r1,
+                 acc_w, acc_1, acc_2, ch):
+    """Moments of rows r0..r1 into slot ``ch`` of the accumulators.
+
+    Weights: ``weight`` (<= 0 or NaN skip a pixel) or, with ``from_z``, the
+    chi-square survival probability of Z (rounded to float32, 0 where not valid).
+    """
+    p = idx.size
+    q = 2 * p
+    wd = x.shape[2]
+    wr = np.empty(wd)
+    z = np.empty(wd)
+    sf = np.empty(wd)
+    coef = _sf_coefficients(p)
+    v = np.empty((q, BLOCK))
+    wv = np.empty((q, BLOCK))
+    s1 = acc_1[ch]
+    s2 = acc_2[ch]
+    sw = 0.0
+    for r in range(r0, r1):
+        if from_z:
+            _z_row(x, y, r, ip, mx, my, ca, cb, z)
+            _sf_row(z, p, coef, sf)
+            vr = valid[r]
+            for c in range(wd):
+                ok = vr[c] & (z[c] == z[c])
+                wr[c] = np.float32(sf[c]) if ok else 0.0
+        else:
             wrow = weight[r]
             for c in range(wd):
                 wt = wrow[c]
                 wr[c] = wt if wt > 0.0 else 0.0
-            for k in range(q):
-                row = x[idx[k], r] if k < p else y[idx[k - p], r]
-                sh = shift[k]
-                for c in range(wd):
-                    val = row[c]
-                    if val != val:
-                        wr[c] = 0.0
-                    v[k, c] = val - sh
-            for k in range(q):
-                for c in range(wd):
-                    v[k, c] = v[k, c] if wr[c] > 0.0 else 0.0
-            t = 0.0
-            for c in range(wd):
-                t += wr[c]
-            sw += t
-            for i in range(q):
-                t = 0.0
-                for c in range(wd):
-                    u = wr[c] * v[i, c]
-                    wv[i, c] = u
-                    t += u
-                s1[i] += t
-            for i in range(q):
-                for j in range(i, q):
-                    t = 0.0
-                    for c in range(wd):
-                        t += wv[i, c] * v[j, c]
-                    s2[i, j] += t
-        acc_w[ch] = sw
-        for i in range(q):
-            acc_1[ch, i] = s1[i]
-            for j in range(i, q):
-                acc_2[ch, i, j] = s2[i, j]
+        sw += _accumulate_row(x, y, idx, r, wr, shift, v, wv, s1, s2)
+    acc_w[ch] = sw
+
+
+@serial
+def _reduce_moments(acc_w, acc_1, acc_2):
+    """Sum the per-block accumulators; fill the lower triangle of s2."""
+    q = acc_1.shape[1]
     sw = acc_w.sum()
     s1 = np.zeros(q)
     s2 = np.zeros((q, q))
-    for ch in range(nchunk):
+    for ch in range(acc_w.size):
         for i in range(q):
             s1[i] += acc_1[ch, i]
             for j in range(i, q):
@@ -159,34 +360,72 @@ def weighted_moments(x, y, idx, weight, shift):
     return sw, s1, s2
 
 
-@serial
-def _row_z(x, y, idx, r, mean_x, mean_y, a, b, inv_sigma, dx, dy, m, z):
-    """Chi-square statistic of the MAD variates of row ``r`` into z (w,), float64.
-
-    dx, dy (p, w) and m (w,) are scratch rows of the caller.
-    """
+@parallel
+def _moments(x, y, idx, weight, valid, shift, ip, mx, my, ca, cb, from_z):
+    """Weighted raw moments by row blocks (:func:`weighted_moments`, :func:`irmad_moments`)."""
     p = idx.size
-    wd = z.size
-    for k in range(p):
-        mk = mean_x[k]
-        nk = mean_y[k]
-        xr = x[idx[k], r]
-        yr = y[idx[k], r]
+    h, wd = valid.shape if from_z else weight.shape
+    nch = (h + CHUNK - 1) // CHUNK
+    acc_w = np.zeros(nch)
+    acc_1 = np.zeros((nch, 2 * p))
+    acc_2 = np.zeros((nch, 2 * p, 2 * p))
+    for ch in prange(nch):
+        _moment_rows(x, y, idx, weight, valid, shift, ip, mx, my, ca, cb, from_z, _first(ch),
+                     _stop(ch, h), acc_w, acc_1, acc_2, np.int64(ch))
+    return _reduce_moments(acc_w, acc_1, acc_2)
+
+
+_NO_BANDS = np.zeros(P_MAX, dtype=np.int64)
+_NO_VECTOR = np.zeros(P_MAX)
+_NO_MATRIX = np.zeros((P_MAX, P_MAX))
+_NO_MASK = np.zeros((1, 1), dtype=np.bool_)
+_NO_WEIGHT = np.zeros((1, 1), dtype=np.float32)
+
+
+def weighted_moments(x, y, idx, weight, shift):
+    """Weighted first and second raw moments of the joint vector (x[idx], y[idx]).
+
+    Parameters: x, y (nb, h, w) float32; idx (p,) int64; weight (h, w) float32
+    (pixels with weight <= 0 or NaN, or a NaN value, are skipped); shift (2p,)
+    float64 subtracted before accumulating (a provisional mean, for precision).
+    Returns (sum_w, s1 (2p,), s2 (2p, 2p)) as float64: sum w, sum w v, sum w v v^T.
+    (A thin wrapper: it shares one compiled parallel kernel with :func:`irmad_moments`.)
+    """
+    return _moments(x, y, idx, weight, _NO_MASK, shift, _NO_BANDS, _NO_VECTOR, _NO_VECTOR,
+                    _NO_MATRIX, _NO_MATRIX, False)
+
+
+def irmad_moments(x, y, idx, valid, mean_x, mean_y, a, b, inv_sigma):
+    """One IR-MAD iteration in one pass: no-change weights and the moments they give.
+
+    Each pixel's weight is the chi-square survival probability 1 - F(Z) of the
+    transform (mean_x, mean_y, a, b, inv_sigma), rounded to float32 as
+    :func:`mad_chi2` stores it (0 where not ``valid`` or Z is NaN); the moments
+    are those of :func:`weighted_moments` with that weight and
+    shift = (mean_x, mean_y). Returns (sum_w, s1 (2p,), s2 (2p, 2p)) float64.
+    """
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
+    shift = np.concatenate((np.asarray(mean_x, np.float64), np.asarray(mean_y, np.float64)))
+    return _moments(x, y, idx, _NO_WEIGHT, valid, shift, ip, mx, my, ca, cb, True)
+
+
+@serial
+def _mad_chi2_rows(x, y, valid, p, ip, mx, my, ca, cb, r0, r1, z, wt):
+    wd = valid.shape[1]
+    zr = np.empty(wd)
+    sf = np.empty(wd)
+    coef = _sf_coefficients(p)
+    for r in range(r0, r1):
+        _z_row(x, y, r, ip, mx, my, ca, cb, zr)
+        _sf_row(zr, p, coef, sf)
+        vr = valid[r]
+        zo = z[r]
+        wo = wt[r]
         for c in range(wd):
-            dx[k, c] = xr[c] - mk
-            dy[k, c] = yr[c] - nk
-    for c in range(wd):
-        z[c] = 0.0
-    for i in range(p):
-        for c in range(wd):
-            m[c] = 0.0
-        for k in range(p):
-            aki = a[k, i] * inv_sigma[i]
-            bki = b[k, i] * inv_sigma[i]
-            for c in range(wd):
-                m[c] += dx[k, c] * aki - dy[k, c] * bki
-        for c in range(wd):
-            z[c] += m[c] * m[c]
+            zz = zr[c]
+            ok = vr[c] & (zz == zz)
+            zo[c] = zz if ok else np.nan
+            wo[c] = sf[c] if ok else 0.0
 
 
 @parallel
@@ -199,34 +438,416 @@ def mad_chi2(x, y, idx, valid, mean_x, mean_y, a, b, inv_sigma):
     float32: NaN / 0 where ``valid`` is False or a value is NaN.
     """
     p = idx.size
-    h = valid.shape[0]
-    wd = valid.shape[1]
+    h, wd = valid.shape
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
     z = np.empty((h, wd), dtype=np.float32)
     wt = np.empty((h, wd), dtype=np.float32)
-    for r in prange(h):
-        dx = np.empty((p, wd))
-        dy = np.empty((p, wd))
-        m = np.empty(wd)
-        zr = np.empty(wd)
-        _row_z(x, y, idx, r, mean_x, mean_y, a, b, inv_sigma, dx, dy, m, zr)
-        for c in range(wd):
-            zz = zr[c]
-            if not valid[r, c] or zz != zz:
-                z[r, c] = np.nan
-                wt[r, c] = 0.0
-            else:
-                z[r, c] = zz
-                wt[r, c] = chi2_sf(zz, p)
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _mad_chi2_rows(x, y, valid, p, ip, mx, my, ca, cb, _first(ch), _stop(ch, h),
+                       z, wt)
     return z, wt
 
 
 @serial
+def _mad_row(x, y, r, ip, mx, my, ca, cb, m):
+    """The P_MAX (padded) MAD variates of row ``r`` into m (P_MAX, w); SIMD along the row."""
+    x0 = x[ip[0], r]
+    x1 = x[ip[1], r]
+    x2 = x[ip[2], r]
+    x3 = x[ip[3], r]
+    x4 = x[ip[4], r]
+    y0 = y[ip[0], r]
+    y1 = y[ip[1], r]
+    y2 = y[ip[2], r]
+    y3 = y[ip[3], r]
+    y4 = y[ip[4], r]
+    for i in range(P_MAX):
+        a0, a1, a2, a3, a4 = ca[0, i], ca[1, i], ca[2, i], ca[3, i], ca[4, i]
+        b0, b1, b2, b3, b4 = cb[0, i], cb[1, i], cb[2, i], cb[3, i], cb[4, i]
+        mi = m[i]
+        for c in range(mi.size):
+            mi[c] = ((x0[c] - mx[0]) * a0 + (x1[c] - mx[1]) * a1 + (x2[c] - mx[2]) * a2
+                     + (x3[c] - mx[3]) * a3 + (x4[c] - mx[4]) * a4
+                     - (y0[c] - my[0]) * b0 - (y1[c] - my[1]) * b1 - (y2[c] - my[2]) * b2
+                     - (y3[c] - my[3]) * b3 - (y4[c] - my[4]) * b4)
+
+
+@serial
+def _variate_rows(x, y, valid, ip, mx, my, ca, cb, r0, r1, out):
+    m = np.empty((P_MAX, valid.shape[1]))
+    for r in range(r0, r1):
+        _mad_row(x, y, r, ip, mx, my, ca, cb, m)
+        vr = valid[r]
+        for i in range(out.shape[0]):
+            mi = m[i]
+            oi = out[i, r]
+            for c in range(mi.size):
+                oi[c] = mi[c] if vr[c] else np.nan
+
+
+@parallel
+def mad_variates(x, y, idx, valid, mean_x, mean_y, a, b):
+    """The MAD variates a_i.(x - mean_x) - b_i.(y - mean_y) of every pixel.
+
+    Returns (p, h, w) float64; NaN where not ``valid`` (a NaN band value gives NaN
+    in every variate; :func:`median_deviation` skips them).
+    """
+    p = idx.size
+    h, wd = valid.shape
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, np.ones(p))
+    out = np.empty((p, h, wd))
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _variate_rows(x, y, valid, ip, mx, my, ca, cb, _first(ch), _stop(ch, h), out)
+    return out
+
+
+@serial
+def _two_smallest(v, k1, k2):
+    """The k1-th and k2-th smallest (0-based, k1 <= k2) of the finite values v, exactly.
+
+    Selection by histogram instead of a full partition: count the values in
+    4096 equal-width bins of their range (bin order is value order), keep only
+    the bins holding ranks k1..k2 and repeat on those until few values are left
+    (heavy tails just take another round), then sort them.
+    """
+    nbin = 4096
+    cur = v
+    below = 0  # values of v smaller than every value in cur
+    hist = np.zeros(nbin, dtype=np.int64)
+    while cur.size > 2048:
+        n = cur.size
+        lo = cur[0]
+        hi = cur[0]
+        for i in range(n):
+            lo = min(lo, cur[i])
+            hi = max(hi, cur[i])
+        if not hi > lo:
+            return lo, lo
+        scale = nbin / (hi - lo)
+        hist[:] = 0
+        for i in range(n):
+            hist[min(np.int64((cur[i] - lo) * scale), nbin - 1)] += 1
+        b1 = 0
+        skip = 0
+        while skip + hist[b1] <= k1 - below:
+            skip += hist[b1]
+            b1 += 1
+        b2 = b1
+        upto = skip + hist[b1]
+        while upto <= k2 - below:
+            b2 += 1
+            upto += hist[b2]
+        if upto - skip == n:  # no progress: sort what is left
+            break
+        nxt = np.empty(upto - skip)
+        m = 0
+        for i in range(n):
+            b = min(np.int64((cur[i] - lo) * scale), nbin - 1)
+            if b >= b1 and b <= b2:
+                nxt[m] = cur[i]
+                m += 1
+        below += skip
+        cur = nxt
+    buf = np.sort(cur)
+    return buf[k1 - below], buf[k2 - below]
+
+
+@serial
+def _median(v):
+    """np.median of the finite values v (mean of the two middle values for even n)."""
+    n = v.size
+    a, b = _two_smallest(v, (n - 1) // 2, n // 2)
+    return (a + b) / 2.0
+
+
+@parallel
+def median_deviation(m):
+    """Median and median absolute deviation from it of each row of m (p, n) float64.
+
+    Over the pixels whose values are finite in every row (the others, e.g. the
+    NaN of :func:`mad_variates`, are skipped). Equal to np.median(m, axis=1) and
+    np.median(|m - median|, axis=1) on those columns, by histogram selection,
+    one row per thread. Returns (median, mad), (p,) float64 each; NaN if none.
+    """
+    p, n = m.shape
+    keep = np.ones(n, dtype=np.bool_)
+    for i in range(p):
+        row = m[i]
+        for j in range(n):
+            keep[j] = keep[j] & (abs(row[j]) < np.inf)
+    k = keep.sum()
+    med = np.full(p, np.nan)
+    mad = np.full(p, np.nan)
+    if k == 0:
+        return med, mad
+    for i in prange(p):
+        row = m[i]
+        vals = np.empty(k)
+        t = 0
+        for j in range(n):
+            if keep[j]:
+                vals[t] = row[j]
+                t += 1
+        md = _median(vals)
+        for j in range(k):
+            vals[j] = abs(vals[j] - md)
+        med[i] = md
+        mad[i] = _median(vals)
+    return med, mad
+
+
+# ---------------------------------------------------------------- indices and rules
+@inline
 def _nd(a, b):
-    """Normalised difference (a - b) / (a + b); 0 when the sum is not positive."""
+    """Normalised difference (a - b) / (a + b); 0 when the sum is not positive (branch-free)."""
     s = a + b
-    if s > 0.0:
-        return (a - b) / s
-    return 0.0
+    q = (a - b) / s
+    return q if s > 0.0 else 0.0
+
+
+@serial
+def _wet(y, valid, i, j, ig, inn, g_gain, g_off, n_gain, n_off, wet32):
+    """The flood rule's wet mask at (i, j): NDWI of the normalised after date > wet_ndwi.
+
+    float32 arithmetic in DN, as the NumPy wrapper of :func:`box_mean` computes it.
+    """
+    g = y[ig, i, j] * g_gain + g_off
+    n = y[inn, i, j] * n_gain + n_off
+    return valid[i, j] and g - n > wet32 * (g + n) and g + n > np.float32(0.0)
+
+
+@serial
+def _wet_mean(y, valid, r, c, radius, ig, ir, inn, gain, offset, wet):
+    """Mean after-date red and NIR (DN) over the wet pixels of the window around (r, c).
+
+    Sums run along rows, then over rows, in float64 (the order of :func:`box_mean`);
+    the means are rounded to float32; NaN when the window holds no wet pixel.
+    """
+    h = valid.shape[0]
+    wd = valid.shape[1]
+    g_gain = np.float32(gain[ig])
+    g_off = np.float32(offset[ig])
+    n_gain = np.float32(gain[inn])
+    n_off = np.float32(offset[inn])
+    cnt = 0
+    s_r = 0.0
+    s_n = 0.0
+    for ii in range(max(r - radius, 0), min(r + radius + 1, h)):
+        t_r = 0.0
+        t_n = 0.0
+        for jj in range(max(c - radius, 0), min(c + radius + 1, wd)):
+            if _wet(y, valid, ii, jj, ig, inn, g_gain, g_off, n_gain, n_off, wet):
+                cnt += 1
+                t_r += y[ir, ii, jj]
+                t_n += y[inn, ii, jj]
+        s_r += t_r
+        s_n += t_n
+    if cnt == 0:
+        return np.float32(np.nan), np.float32(np.nan)
+    return np.float32(s_r / cnt), np.float32(s_n / cnt)
+
+
+@serial
+def _dates_row(xb, xg, xr, xn, yb, yg, yr, yn, scale, nvis, gb_, ob_, gg_, og_, gr_, or_, gn_,
+               on_, vb, va, wb, wa, brb, bra, sa):
+    """Indices of both dates along one row (float64), the after date normalised.
+
+    Reflectance = DN * scale; after = (gain * DN + offset) * scale per role. NDVI,
+    NDWI, visible brightness of both dates and (red - blue) / (red + blue) after.
+    """
+    for c in range(vb.size):
+        bb = xb[c] * scale
+        gb = xg[c] * scale
+        rb = xr[c] * scale
+        nb = xn[c] * scale
+        ba = (gb_ * yb[c] + ob_) * scale
+        ga = (gg_ * yg[c] + og_) * scale
+        ra = (gr_ * yr[c] + or_) * scale
+        na = (gn_ * yn[c] + on_) * scale
+        vb[c] = _nd(nb, rb)
+        va[c] = _nd(na, ra)
+        wb[c] = _nd(gb, nb)
+        wa[c] = _nd(ga, na)
+        brb[c] = (bb + gb + rb) / nvis
+        bra[c] = (ba + ga + ra) / nvis
+        sa[c] = _nd(ra, ba)
+
+
+@serial
+def _ndbi_row(xs, xn, ys, yn, scale, gs_, os_, gn_, on_, nbb, nba):
+    """NDBI (SWIR, NIR) of both dates along one row, the after date normalised."""
+    for c in range(nbb.size):
+        nbb[c] = _nd(xs[c] * scale, xn[c] * scale)
+        nba[c] = _nd((gs_ * ys[c] + os_) * scale, (gn_ * yn[c] + on_) * scale)
+
+
+@serial
+def _rules_row(zr, vr, vb, va, wb, wa, brb, bra, nbb, nba, rule, flags, cand):
+    """The rule flags of one row (FLAG_* bits; 0 where not valid or Z is NaN).
+
+    Also marks in ``cand`` the pixels the flood rule must look at, and sets zr
+    to NaN where the pixel is not valid. Branch-free, so it runs as SIMD code.
+    """
+    zcrit = rule[R_ZCRIT]
+    veg_ndvi = rule[R_VEG_NDVI]
+    veg_gain = rule[R_VEG_GAIN]
+    veg_loss = rule[R_VEG_LOSS]
+    bright_gain = rule[R_BRIGHT_GAIN]
+    dark_drop = rule[R_DARK_DROP]
+    water_ndwi = rule[R_WATER_NDWI]
+    ndwi_gain = rule[R_NDWI_GAIN]
+    residue_ndvi = rule[R_RESIDUE_NDVI]
+    crop_bright_max = rule[R_CROP_BRIGHT_MAX]
+    fs = rule[R_STRONG_FACTOR]
+    ndbi_gain = rule[R_NDBI_GAIN]
+    optional = not rule[R_REQUIRE_EVIDENCE] > 0.5
+    bare_ndvi = rule[R_BARE_NDVI]
+    wet_ndwi = rule[R_WET_NDWI]
+    farm_ndvi = rule[R_FARM_NDVI]
+    any_change = not rule[R_LANDUSE] > 0.5
+    residue_bright = rule[R_RESIDUE_BRIGHT]
+    for c in range(zr.size):
+        zz = zr[c]
+        ok = vr[c] & (zz == zz)
+        vb_ = vb[c]
+        va_ = va[c]
+        wa_ = wa[c]
+        dv = va_ - vb_
+        dw = wa_ - wb[c]
+        dbr = bra[c] - brb[c]
+        dnb = nba[c] - nbb[c]
+        built = nba[c] > 0.0
+        # land-use signatures: weak (decision) and strong (confidence) thresholds
+        nonveg = va_ < veg_ndvi
+        dry = wa_ <= water_ndwi
+        wet = wa_ > water_ndwi
+        weak = ((dbr > bright_gain) & nonveg) | ((dv < -veg_loss) & nonveg) \
+            | (wet & (dw > ndwi_gain)) | ((dbr < -dark_drop) & dry & nonveg) \
+            | (built & (dnb > ndbi_gain))
+        strong = weak & (((dbr > fs * bright_gain) & nonveg) | ((dv < -fs * veg_loss) & nonveg)
+                         | (wet & (dw > fs * ndwi_gain)) | ((dbr < -fs * dark_drop) & dry & nonveg)
+                         | (built & (dnb > fs * ndbi_gain)))
+        sig = zz > zcrit
+        vgain = (dv > veg_gain) & (va_ >= bare_ndvi) & dry
+        # green crop -> harvested stubble: residue keeps some NIR and, without
+        # chlorophyll, reflects more visible light (dark panels do not)
+        mild = dbr < crop_bright_max
+        harvest = mild & (vb_ >= veg_ndvi) & (va_ >= residue_ndvi) & (dbr > residue_bright)
+        # crop or soil -> flooded paddy: decided by the caller for these pixels
+        cand[c] = ok & mild & (not harvest) & (vb_ >= farm_ndvi) & (wa_ > wet_ndwi)
+        changed = sig & (any_change | ((not vgain) & (not harvest) & (weak | optional)))
+        fl = (sig * FLAG_SIG + weak * FLAG_EVIDENCE + strong * FLAG_STRONG
+              + vgain * FLAG_VEG_GAIN + harvest * FLAG_CROP + changed * FLAG_CHANGED)
+        flags[c] = fl if ok else 0
+        zr[c] = zz if ok else np.nan
+
+
+@serial
+def _outputs_row(zr, vb, va, wb, wa, brb, bra, sa, d_ndvi, d_ndwi, d_bri, ndvi_a, ndwi_a, bri_a,
+                 soil_a):
+    """The float32 layers of one row; NaN where zr is NaN (not valid)."""
+    nan = np.float32(np.nan)
+    for c in range(zr.size):
+        ok = zr[c] == zr[c]
+        d_ndvi[c] = va[c] - vb[c] if ok else nan
+        d_ndwi[c] = wa[c] - wb[c] if ok else nan
+        d_bri[c] = bra[c] - brb[c] if ok else nan
+        ndvi_a[c] = va[c] if ok else nan
+        ndwi_a[c] = wa[c] if ok else nan
+        bri_a[c] = bra[c] if ok else nan
+        soil_a[c] = sa[c] if ok else nan
+
+
+@serial
+def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
+                lazy, radius, r0, r1, prob, d_ndvi, d_ndwi, d_bri, ndvi_a, ndwi_a, bri_a, soil_a,
+                flags):
+    """Rows r0..r1 of :func:`change_pixels` (``lazy``: :func:`detect_pixels`).
+
+    Per row: Z, the indices of both dates and the rule flags in loops that run
+    as SIMD code (each touches few arrays, so the compiler's alias checks stay
+    within its limits); then one scalar loop for the chi-square probability
+    (exp) and, for the few pixels that could be a flooded paddy, the smoothed
+    NDVI of the flood rule.
+    """
+    wd = valid.shape[1]
+    ib = roles[0]
+    ig = roles[1]
+    ir = roles[2]
+    inn = roles[3]
+    isw = roles[4]
+    flood_ndvi = rule[R_FLOOD_NDVI]
+    landuse = rule[R_LANDUSE] > 0.5
+    wet32 = np.float32(rule[R_WET_NDWI])
+    nvis = 0
+    for rr in (ib, ig, ir):
+        if rr >= 0:
+            nvis += 1
+    # per role: gain and offset of the after date (0 for an absent band, which reads zeros)
+    gb_, ob_ = (gain[ib], offset[ib]) if ib >= 0 else (0.0, 0.0)
+    gg_, og_ = (gain[ig], offset[ig]) if ig >= 0 else (0.0, 0.0)
+    gr_, or_ = (gain[ir], offset[ir]) if ir >= 0 else (0.0, 0.0)
+    gn_, on_ = (gain[inn], offset[inn]) if inn >= 0 else (0.0, 0.0)
+    gs_, os_ = (gain[isw], offset[isw]) if isw >= 0 else (0.0, 0.0)
+    zero = np.zeros(wd, dtype=np.float32)
+    zr = np.empty(wd)
+    sf = np.empty(wd)
+    coef = _sf_coefficients(p)
+    sc = np.zeros((9, wd))
+    cand = np.empty(wd, dtype=np.bool_)
+    for r in range(r0, r1):
+        _z_row(x, y, r, ip, mx, my, ca, cb, zr)
+        _dates_row(x[ib, r] if ib >= 0 else zero, x[ig, r] if ig >= 0 else zero,
+                   x[ir, r] if ir >= 0 else zero, x[inn, r] if inn >= 0 else zero,
+                   y[ib, r] if ib >= 0 else zero, y[ig, r] if ig >= 0 else zero,
+                   y[ir, r] if ir >= 0 else zero, y[inn, r] if inn >= 0 else zero,
+                   scale, nvis, gb_, ob_, gg_, og_, gr_, or_, gn_, on_,
+                   sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6])
+        if isw >= 0:  # otherwise sc[7], sc[8] stay 0: no NDBI signature
+            _ndbi_row(x[isw, r], x[inn, r], y[isw, r], y[inn, r], scale, gs_, os_, gn_, on_,
+                      sc[7], sc[8])
+        _rules_row(zr, valid[r], sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[7], sc[8], rule,
+                   flags[r], cand)
+        _outputs_row(zr, sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], d_ndvi[r], d_ndwi[r],
+                     d_bri[r], ndvi_a[r], ndwi_a[r], bri_a[r], soil_a[r])
+        _sf_row(zr, p, coef, sf)
+        pr = prob[r]
+        for c in range(wd):
+            pr[c] = 1.0 - sf[c]  # NaN where not valid
+        for c in range(wd):
+            if cand[c]:
+                # flooded paddy or deep pond: NDVI of the local mean after spectrum;
+                # shallow water over mud keeps NDVI above that of deep open water
+                if not lazy:
+                    sr = ys[0, r, c]
+                    sn = ys[1, r, c]
+                elif radius == 0:
+                    sr = y[ir, r, c]
+                    sn = y[inn, r, c]
+                else:
+                    sr, sn = _wet_mean(y, valid, r, c, radius, ig, ir, inn, gain, offset, wet32)
+                vsa = _nd(gain[inn] * sn + offset[inn], gain[ir] * sr + offset[ir])
+                if vsa > flood_ndvi:
+                    f = flags[r, c] | FLAG_CROP
+                    if landuse:
+                        f &= ~FLAG_CHANGED
+                    flags[r, c] = f
+
+
+@serial
+def _layers(h, w):
+    """The eight float32 output layers of :func:`change_pixels`, as separate arrays.
+
+    Separate (h, w) arrays rather than one (8, h, w) block: glibc serves blocks
+    up to 32 MB from its reusable heap, so a tile's layers reuse the memory of
+    the previous tile instead of mapping (and page-faulting) fresh pages.
+    """
+    return (np.empty((h, w), dtype=np.float32), np.empty((h, w), dtype=np.float32),
+            np.empty((h, w), dtype=np.float32), np.empty((h, w), dtype=np.float32),
+            np.empty((h, w), dtype=np.float32), np.empty((h, w), dtype=np.float32),
+            np.empty((h, w), dtype=np.float32), np.empty((h, w), dtype=np.float32))
 
 
 @parallel
@@ -250,172 +871,214 @@ def change_pixels(x, y, ys, valid, idx, mean_x, mean_y, a, b, inv_sigma,
     (h, w) float32, and flags (h, w) uint8 (FLAG_* bits).
     """
     p = idx.size
-    h = valid.shape[0]
-    wd = valid.shape[1]
+    h, wd = valid.shape
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
+    o = _layers(h, wd)
+    flags = np.empty((h, wd), dtype=np.uint8)
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
+                    np.bool_(False), np.int64(0), _first(ch), _stop(ch, h), *o, flags)
+    return (*o, flags)
+
+
+@parallel
+def detect_pixels(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offset, roles, scale,
+                  rule, radius):
+    """:func:`change_pixels` with the flood rule's smoothing done in place.
+
+    Equal to ``change_pixels(x, y, ys, ...)`` with ys = ``box_mean`` of the
+    after-date red and NIR over the wet pixels (float32 DN: valid and
+    (g - n) > wet_ndwi (g + n) > 0 for the normalised green g and NIR n) of the
+    (2 radius + 1)^2 window, or the red and NIR themselves when radius is 0; the
+    window is read only for the pixels the flood rule looks at, so no smoothed
+    image is made. Returns the same nine (h, w) arrays.
+    """
+    p = idx.size
+    h, wd = valid.shape
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
+    o = _layers(h, wd)
+    flags = np.empty((h, wd), dtype=np.uint8)
+    none = np.zeros((2, 1, 1), dtype=np.float32)
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _pixel_rows(x, y, none, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
+                    np.bool_(True), radius, _first(ch), _stop(ch, h), *o, flags)
+    return (*o, flags)
+
+
+@serial
+def _noise_rows(x, y, valid, weight, roles, gain, offset, scale, r0, r1, acc, ch):
+    """Weighted sums of the index differences of rows r0..r1 into acc[ch] (3, 3).
+
+    acc[ch, k] = (sum w, sum w d, sum w d^2) for d = dNDVI, dNDWI, dBright over
+    the valid pixels where d is finite; each date's index is rounded to float32,
+    as ``detect.indices`` gives it (the indices are those of :func:`_dates_row`).
+    """
     ib = roles[0]
     ig = roles[1]
     ir = roles[2]
     inn = roles[3]
-    isw = roles[4]
-    zcrit = rule[R_ZCRIT]
-    veg_ndvi = rule[R_VEG_NDVI]
-    veg_gain = rule[R_VEG_GAIN]
-    veg_loss = rule[R_VEG_LOSS]
-    bright_gain = rule[R_BRIGHT_GAIN]
-    dark_drop = rule[R_DARK_DROP]
-    water_ndwi = rule[R_WATER_NDWI]
-    ndwi_gain = rule[R_NDWI_GAIN]
-    residue_ndvi = rule[R_RESIDUE_NDVI]
-    flood_ndvi = rule[R_FLOOD_NDVI]
-    crop_bright_max = rule[R_CROP_BRIGHT_MAX]
-    fs = rule[R_STRONG_FACTOR]
-    ndbi_gain = rule[R_NDBI_GAIN]
-    require = rule[R_REQUIRE_EVIDENCE] > 0.5
-    bare_ndvi = rule[R_BARE_NDVI]
-    wet_ndwi = rule[R_WET_NDWI]
-    farm_ndvi = rule[R_FARM_NDVI]
-    landuse = rule[R_LANDUSE] > 0.5
-    residue_bright = rule[R_RESIDUE_BRIGHT]
     nvis = 0
     for rr in (ib, ig, ir):
         if rr >= 0:
             nvis += 1
-    prob = np.empty((h, wd), dtype=np.float32)
-    d_ndvi = np.empty((h, wd), dtype=np.float32)
-    d_ndwi = np.empty((h, wd), dtype=np.float32)
-    d_bri = np.empty((h, wd), dtype=np.float32)
-    ndvi_a = np.empty((h, wd), dtype=np.float32)
-    ndwi_a = np.empty((h, wd), dtype=np.float32)
-    bri_a = np.empty((h, wd), dtype=np.float32)
-    soil_a = np.empty((h, wd), dtype=np.float32)
-    flags = np.zeros((h, wd), dtype=np.uint8)
-    for r in prange(h):
-        dx = np.empty((p, wd))
-        dy = np.empty((p, wd))
-        m = np.empty(wd)
-        zr = np.empty(wd)
-        _row_z(x, y, idx, r, mean_x, mean_y, a, b, inv_sigma, dx, dy, m, zr)
-        for c in range(wd):
-            zz = zr[c]
-            if not valid[r, c]:
-                prob[r, c] = np.nan
-                d_ndvi[r, c] = np.nan
-                d_ndwi[r, c] = np.nan
-                d_bri[r, c] = np.nan
-                ndvi_a[r, c] = np.nan
-                ndwi_a[r, c] = np.nan
-                bri_a[r, c] = np.nan
-                soil_a[r, c] = np.nan
-                continue
-            if zz != zz:
-                prob[r, c] = np.nan
-                d_ndvi[r, c] = np.nan
-                d_ndwi[r, c] = np.nan
-                d_bri[r, c] = np.nan
-                ndvi_a[r, c] = np.nan
-                ndwi_a[r, c] = np.nan
-                bri_a[r, c] = np.nan
-                soil_a[r, c] = np.nan
-                continue
-            pr = 1.0 - chi2_sf(zz, p)
-            # reflectance of both dates, the after date normalised to the before date
-            bb = x[ib, r, c] * scale if ib >= 0 else 0.0
-            gb = x[ig, r, c] * scale if ig >= 0 else 0.0
-            rb = x[ir, r, c] * scale if ir >= 0 else 0.0
-            nb = x[inn, r, c] * scale if inn >= 0 else 0.0
-            ba = (gain[ib] * y[ib, r, c] + offset[ib]) * scale if ib >= 0 else 0.0
-            ga = (gain[ig] * y[ig, r, c] + offset[ig]) * scale if ig >= 0 else 0.0
-            ra = (gain[ir] * y[ir, r, c] + offset[ir]) * scale if ir >= 0 else 0.0
-            na = (gain[inn] * y[inn, r, c] + offset[inn]) * scale if inn >= 0 else 0.0
-            vb = _nd(nb, rb)
-            va = _nd(na, ra)
-            wb = _nd(gb, nb)
-            wa = _nd(ga, na)
-            brb = (bb + gb + rb) / nvis
-            bra = (ba + ga + ra) / nvis
-            dv = va - vb
-            dw = wa - wb
-            dbr = bra - brb
-            sa = _nd(ra, ba)
-            # land-use signatures: weak (decision) and strong (confidence) thresholds
-            ev = 0
-            for level in range(2):
-                f = 1.0 if level == 0 else fs
-                hit = False
-                if dbr > f * bright_gain and va < veg_ndvi:
-                    hit = True  # built / hardened / bare surface appears
-                elif dv < -f * veg_loss and va < veg_ndvi:
-                    hit = True  # vegetation removed
-                elif wa > water_ndwi and dw > f * ndwi_gain:
-                    hit = True  # water appears
-                elif dbr < -f * dark_drop and wa <= water_ndwi and va < veg_ndvi:
-                    hit = True  # dark dry surface that is no canopy (panels, asphalt)
-                elif isw >= 0:
-                    sb = x[isw, r, c] * scale
-                    sw_a = (gain[isw] * y[isw, r, c] + offset[isw]) * scale
-                    nbb = _nd(sb, nb)
-                    nba = _nd(sw_a, na)
-                    if nba > 0.0 and nba - nbb > f * ndbi_gain:
-                        hit = True  # built-up index rises (needs SWIR)
-                if hit:
-                    ev |= FLAG_EVIDENCE if level == 0 else FLAG_STRONG
-                else:
-                    break
-            fl = ev
-            if zz > zcrit:
-                fl |= FLAG_SIG
-            if dv > veg_gain and va >= bare_ndvi and wa <= water_ndwi:
-                fl |= FLAG_VEG_GAIN
-            # flooded paddy or deep pond: NDVI of the local mean after spectrum
-            vsa = _nd(gain[inn] * ys[1, r, c] + offset[inn], gain[ir] * ys[0, r, c] + offset[ir])
-            if dbr < crop_bright_max:
-                # green crop -> harvested stubble: residue keeps some NIR and, without
-                # chlorophyll, reflects more visible light (dark panels do not)
-                if vb >= veg_ndvi and va >= residue_ndvi and dbr > residue_bright:
-                    fl |= FLAG_CROP
-                # crop or soil -> flooded paddy: shallow water over mud, whose bottom keeps
-                # NDVI above that of deep open water (a new pond)
-                elif vb >= farm_ndvi and wa > wet_ndwi and vsa > flood_ndvi:
-                    fl |= FLAG_CROP
-            if fl & FLAG_SIG:
-                if not landuse:
-                    fl |= FLAG_CHANGED
-                elif not (fl & (FLAG_VEG_GAIN | FLAG_CROP)):
-                    if (fl & FLAG_EVIDENCE) or not require:
-                        fl |= FLAG_CHANGED
-            prob[r, c] = pr
-            d_ndvi[r, c] = dv
-            d_ndwi[r, c] = dw
-            d_bri[r, c] = dbr
-            ndvi_a[r, c] = va
-            ndwi_a[r, c] = wa
-            bri_a[r, c] = bra
-            soil_a[r, c] = sa
-            flags[r, c] = fl
-    return prob, d_ndvi, d_ndwi, d_bri, ndvi_a, ndwi_a, bri_a, soil_a, flags
+    wd = valid.shape[1]
+    zero = np.zeros(wd, dtype=np.float32)
+    sc = np.empty((7, wd))
+    gb_, ob_ = (gain[ib], offset[ib]) if ib >= 0 else (0.0, 0.0)
+    for r in range(r0, r1):
+        _dates_row(x[ib, r] if ib >= 0 else zero, x[ig, r], x[ir, r], x[inn, r],
+                   y[ib, r] if ib >= 0 else zero, y[ig, r], y[ir, r], y[inn, r],
+                   scale, nvis, gb_, ob_, gain[ig], offset[ig], gain[ir], offset[ir],
+                   gain[inn], offset[inn], sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6])
+        vr = valid[r]
+        wr = weight[r]
+        for k in range(3):
+            before = sc[2 * k]  # vb, wb, brb; the after date follows each
+            after = sc[2 * k + 1]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            for c in range(wd):
+                dd = np.float64(np.float32(after[c])) - np.float64(np.float32(before[c]))
+                ok = vr[c] & (abs(dd) < np.inf)
+                wt = np.float64(wr[c]) if ok else 0.0
+                dd = dd if ok else 0.0
+                s0 += wt
+                s1 += wt * dd
+                s2 += wt * dd * dd
+            acc[ch, k, 0] += s0
+            acc[ch, k, 1] += s1
+            acc[ch, k, 2] += s2
+
+
+@parallel
+def index_noise(x, y, valid, weight, roles, gain, offset, scale):
+    """Weighted mean and standard deviation of dNDVI, dNDWI and dBrightness.
+
+    The after date normalised (gain * after + offset), reflectance = DN * scale;
+    indices as ``detect.indices.indices`` (each rounded to float32), over the
+    ``valid`` pixels with weight ``weight`` (float32, no-change probability).
+    One pass of raw sums: the differences are bounded and their no-change means
+    are near 0, so E[d^2] - E[d]^2 loses no significant digits. Returns (sum_w,
+    mean, sd), (3,) float64 each; NaN where the weights sum to 0.
+    """
+    h, wd = valid.shape
+    nch = (h + CHUNK - 1) // CHUNK
+    acc = np.zeros((nch, 3, 3))
+    for ch in prange(nch):
+        _noise_rows(x, y, valid, weight, roles, gain, offset, scale, _first(ch), _stop(ch, h),
+                    acc, np.int64(ch))
+    sw = np.zeros(3)
+    mean = np.full(3, np.nan)
+    sd = np.full(3, np.nan)
+    for k in range(3):
+        s1 = 0.0
+        s2 = 0.0
+        for ch in range(nch):
+            sw[k] += acc[ch, k, 0]
+            s1 += acc[ch, k, 1]
+            s2 += acc[ch, k, 2]
+        if sw[k] > 0:
+            mean[k] = s1 / sw[k]
+            sd[k] = math.sqrt(max(s2 / sw[k] - mean[k] * mean[k], 0.0))
+    return sw, mean, sd
+
+
+# ---------------------------------------------------------------- neighbourhoods
+@serial
+def _hpass(src, dst, olo, ohi, dilate, pad):
+    """dst[j] = OR (dilate) / AND (erode) of src[j + d], d in olo..ohi, in one row.
+
+    uint8 0/1 rows; outside the row the neutral value is assumed. ``pad`` is
+    scratch of at least w + (ohi - olo) bytes; the taps are branch-free (SIMD).
+    """
+    w = src.size
+    left = max(0, -olo)
+    right = max(0, ohi)
+    neutral = 0 if dilate else 1
+    for j in range(left):
+        pad[j] = neutral
+    for j in range(w):
+        pad[left + j] = src[j]
+    for j in range(left + w, left + w + right):
+        pad[j] = neutral
+    base = left + olo
+    first = pad[base:]
+    for j in range(w):
+        dst[j] = first[j]
+    for t in range(1, ohi - olo + 1):
+        # one view per tap: an index from 0 is provably non-negative, so Numba adds no
+        # wraparound select and the loop compiles to plain SIMD loads (not gathers)
+        shifted = pad[base + t:]
+        if dilate:
+            for j in range(w):
+                dst[j] = dst[j] | shifted[j]
+        else:
+            for j in range(w):
+                dst[j] = dst[j] & shifted[j]
 
 
 @serial
-def _and_window_row(src, dst, lo, hi, fill):
-    """dst[j] = AND (fill=True) / OR (fill=False) of src[j + d], d in lo..hi, in the row.
+def _morph(src, s0, dst, d0, a, b, h, olo, ohi, dilate, valid, pre_unknown, post_valid, tmp,
+           row, pad):
+    """Rows a..b of a separable binary erosion / dilation over offsets olo..ohi.
 
-    Outside the row the neutral value ``fill`` is assumed; the interior loop has
-    no branch, so it vectorises.
+    dst[g - d0] = OP over (di, dj) in [olo, ohi]^2 of src[g + di - s0, j + dj];
+    rows or columns beyond the image (0..h) are neutral (True for erosion, False
+    for dilation). ``pre_unknown``: OR the input with ``not valid`` first;
+    ``post_valid``: AND the output with ``valid``. tmp: scratch with rows for
+    a + olo .. b + ohi; row, pad: row scratch.
     """
-    w = src.size
-    for j in range(w):
-        dst[j] = src[j]
-    for d in range(lo, hi + 1):
-        if d == 0:
-            continue
-        j0 = max(0, -d)
-        j1 = min(w, w - d)
-        if fill:
-            for j in range(j0, j1):
-                dst[j] = dst[j] & src[j + d]
+    ta = max(a + olo, 0)
+    tb = min(b + ohi, h)
+    w = row.size
+    for g in range(ta, tb):
+        s = src[g - s0]
+        if pre_unknown:
+            vr = valid[g]
+            for j in range(w):
+                row[j] = s[j] | (vr[j] ^ np.uint8(1))
+            _hpass(row, tmp[g - ta], olo, ohi, dilate, pad)
         else:
-            for j in range(j0, j1):
-                dst[j] = dst[j] | src[j + d]
+            _hpass(s, tmp[g - ta], olo, ohi, dilate, pad)
+    for g in range(a, b):
+        out = dst[g - d0]
+        first = True
+        for d in range(olo, ohi + 1):
+            gg = g + d
+            if gg < 0 or gg >= h:
+                continue
+            t = tmp[gg - ta]
+            if first:
+                for j in range(w):
+                    out[j] = t[j]
+                first = False
+            elif dilate:
+                for j in range(w):
+                    out[j] = out[j] | t[j]
+            else:
+                for j in range(w):
+                    out[j] = out[j] & t[j]
+        if first:
+            for j in range(w):
+                out[j] = 0 if dilate else 1
+        if post_valid:
+            vr = valid[g]
+            for j in range(w):
+                out[j] = out[j] & vr[j]
+
+
+@serial
+def _morph_chunk(m, out, h, olo, ohi, dilate, r0, r1):
+    w = m.shape[1]
+    tmp = np.empty((r1 - r0 + ohi - olo, w), dtype=np.uint8)
+    row = np.empty(w, dtype=np.uint8)
+    pad = np.empty(w + ohi - olo, dtype=np.uint8)
+    zero = np.int64(0)
+    no = np.bool_(False)
+    _morph(m, zero, out, zero, r0, r1, h, olo, ohi, dilate, m, no, no, tmp, row, pad)
 
 
 @parallel
@@ -427,20 +1090,10 @@ def erode_rect(m, lo, hi):
     """
     h, w = m.shape
     u = m.view(np.uint8)
-    tmp = np.empty((h, w), dtype=np.uint8)
     out = np.empty((h, w), dtype=np.uint8)
-    for i in prange(h):
-        _and_window_row(u[i], tmp[i], lo, hi, True)
-    for i in prange(h):
-        o = out[i]
-        for j in range(w):
-            o[j] = tmp[i, j]
-        for d in range(lo, hi + 1):
-            ii = i + d
-            if d != 0 and ii >= 0 and ii < h:
-                t = tmp[ii]
-                for j in range(w):
-                    o[j] = o[j] & t[j]
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _morph_chunk(u, out, h, lo, hi, np.bool_(False), _first(ch), _stop(ch, h))
     return out.view(np.bool_)
 
 
@@ -453,70 +1106,97 @@ def dilate_rect(m, lo, hi):
     """
     h, w = m.shape
     u = m.view(np.uint8)
-    tmp = np.empty((h, w), dtype=np.uint8)
     out = np.empty((h, w), dtype=np.uint8)
-    for i in prange(h):
-        _and_window_row(u[i], tmp[i], -hi, -lo, False)
-    for i in prange(h):
-        o = out[i]
-        for j in range(w):
-            o[j] = tmp[i, j]
-        for d in range(-hi, -lo + 1):
-            ii = i + d
-            if d != 0 and ii >= 0 and ii < h:
-                t = tmp[ii]
-                for j in range(w):
-                    o[j] = o[j] | t[j]
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _morph_chunk(u, out, h, -hi, -lo, np.bool_(True), _first(ch), _stop(ch, h))
     return out.view(np.bool_)
 
 
-@parallel
-def box_mean(x, valid, radius):
-    """Mean of each band over the valid pixels of the (2 radius + 1)^2 window.
+@serial
+def _hsum(src, dst, radius, pad):
+    """dst[j] = sum of src[j + d], |d| <= radius, within the row (branch-free taps)."""
+    w = src.size
+    for j in range(radius):
+        pad[j] = 0
+        pad[radius + w + j] = 0
+    for j in range(w):
+        pad[radius + j] = src[j]
+    for j in range(w):
+        dst[j] = pad[j]
+    for t in range(1, 2 * radius + 1):
+        shifted = pad[t:]  # see _hpass
+        for j in range(w):
+            dst[j] += shifted[j]
 
-    x (nb, h, w) float32; valid (h, w) bool. Pixels outside the array or not
-    valid do not count; NaN where the window holds no valid pixel. Separable:
-    sums and counts along rows, then along columns.
+
+@serial
+def _vote_rows(flags, valid, radius, require, vote, r0, r1, out, t0, cnt_c, cnt_v, row, pad):
+    """Rows r0..r1 of the per-pixel decision into out[g - t0] (uint8 0/1), AND valid.
+
+    ``vote``: the decision of :func:`vote_decide` (window counts by separable box
+    sums of 0/1 images); otherwise the kernel's own FLAG_CHANGED. Inner loops
+    index row views from 0, so they compile to SIMD code.
     """
-    nb, h, w = x.shape
-    out = np.empty((nb, h, w), dtype=np.float32)
-    cnt_r = np.zeros((h, w), dtype=np.int32)
-    for i in prange(h):
-        for j in range(w):
-            n = 0
-            for d in range(-radius, radius + 1):
-                jj = j + d
-                if jj >= 0 and jj < w and valid[i, jj]:
-                    n += 1
-            cnt_r[i, j] = n
-    cnt = np.zeros((h, w), dtype=np.int32)
-    for i in prange(h):
-        for j in range(w):
-            n = 0
-            for d in range(-radius, radius + 1):
-                ii = i + d
-                if ii >= 0 and ii < h:
-                    n += cnt_r[ii, j]
-            cnt[i, j] = n
-    for k in prange(nb):
-        tmp = np.zeros((h, w))
-        for i in range(h):
+    h, w = flags.shape
+    vu = valid.view(np.uint8)
+    optional = not require
+    if not vote:
+        for g in range(r0, r1):
+            o = out[g - t0]
+            fr = flags[g]
+            vr = vu[g]
             for j in range(w):
-                s = 0.0
-                for d in range(-radius, radius + 1):
-                    jj = j + d
-                    if jj >= 0 and jj < w and valid[i, jj]:
-                        s += x[k, i, jj]
-                tmp[i, j] = s
-        for i in range(h):
+                o[j] = ((fr[j] & FLAG_CHANGED) != 0) & vr[j]
+        return
+    ta = max(r0 - radius, 0)
+    tb = min(r1 + radius, h)
+    for g in range(ta, tb):
+        fr = flags[g]
+        vr = vu[g]
+        for j in range(w):
+            row[j] = vr[j]
+        _hsum(row, cnt_v[g - ta], radius, pad)
+        for j in range(w):
+            row[j] = vr[j] & ((fr[j] & FLAG_CROP) != 0)
+        _hsum(row, cnt_c[g - ta], radius, pad)
+    sc = row
+    sv = pad[:w]
+    for g in range(r0, r1):
+        o = out[g - t0]
+        g0 = max(g - radius, 0)
+        g1 = min(g + radius + 1, h)
+        tc = cnt_c[g0 - ta]
+        tv = cnt_v[g0 - ta]
+        for j in range(w):
+            sc[j] = tc[j]
+            sv[j] = tv[j]
+        for gg in range(g0 + 1, g1):
+            tc = cnt_c[gg - ta]
+            tv = cnt_v[gg - ta]
             for j in range(w):
-                s = 0.0
-                for d in range(-radius, radius + 1):
-                    ii = i + d
-                    if ii >= 0 and ii < h:
-                        s += tmp[ii, j]
-                out[k, i, j] = s / cnt[i, j] if cnt[i, j] > 0 else np.nan
-    return out
+                sc[j] += tc[j]
+                sv[j] += tv[j]
+        fr = flags[g]
+        vr = vu[g]
+        for j in range(w):
+            f = fr[j]
+            seasonal = ((f & FLAG_CROP) != 0) & (2 * sc[j] > sv[j])
+            ok = (vr[j] != 0) & ((f & FLAG_SIG) != 0) & ((f & FLAG_VEG_GAIN) == 0) \
+                & (not seasonal) & (((f & FLAG_EVIDENCE) != 0) | optional)
+            o[j] = ok
+
+
+@serial
+def _vote_chunk(flags, valid, radius, require, r0, r1, out):
+    w = flags.shape[1]
+    n = r1 - r0 + 2 * radius
+    cnt_c = np.empty((n, w), dtype=np.int32)
+    cnt_v = np.empty((n, w), dtype=np.int32)
+    row = np.empty(w, dtype=np.int32)
+    pad = np.empty(w + 2 * radius, dtype=np.int32)
+    _vote_rows(flags, valid, radius, require, np.bool_(True), r0, r1, out, np.int64(0), cnt_c,
+               cnt_v, row, pad)
 
 
 @parallel
@@ -529,34 +1209,184 @@ def vote_decide(flags, valid, radius, require):
     FLAG_SIG, not FLAG_VEG_GAIN, not seasonal, and (if ``require``) FLAG_EVIDENCE.
     """
     h, w = flags.shape
-    cc = np.empty((h, w), dtype=np.int32)
-    cv = np.empty((h, w), dtype=np.int32)
-    for i in prange(h):
+    out = np.empty((h, w), dtype=np.uint8)
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _vote_chunk(flags, valid, radius, require, _first(ch), _stop(ch, h), out)
+    return out.view(np.bool_)
+
+
+@serial
+def _clean_chunk(flags, valid, vote_r, require, vote, open_px, close_px, r0, r1,
+                 changed, evidence, strong):
+    """Rows r0..r1 of :func:`clean_decision`: every stage on block-local scratch.
+
+    Each stage is computed on the block's rows plus the halo the later stages
+    read, so the block's result equals the whole-image result.
+    """
+    h, w = flags.shape
+    vu = valid.view(np.uint8)
+    o_lo = -(open_px // 2)
+    o_hi = open_px - 1 + o_lo
+    c_lo = -(close_px // 2)
+    c_hi = close_px - 1 + c_lo
+    ho = max(-o_lo, o_hi) if open_px > 1 else 0
+    hc = max(-c_lo, c_hi) if close_px > 1 else 0
+    # stage extents, last to first: close erode, close dilate, open dilate, open erode, decision
+    e3a, e3b = max(r0 - hc, 0), min(r1 + hc, h)
+    e2a, e2b = max(e3a - hc, 0), min(e3b + hc, h)
+    e1a, e1b = max(e2a - ho, 0), min(e2b + ho, h)
+    e0a, e0b = max(e1a - ho, 0), min(e1b + ho, h)
+    n = e0b - e0a
+    buf_a = np.empty((n, w), dtype=np.uint8)
+    buf_b = np.empty((n, w), dtype=np.uint8)
+    tmp = np.empty((n + 2 * max(ho, hc) + 2, w), dtype=np.uint8)
+    row = np.empty(w, dtype=np.uint8)
+    pad = np.empty(w + 2 * max(ho, hc) + 2, dtype=np.uint8)
+    nv = n + 2 * vote_r
+    cnt_c = np.empty((nv, w), dtype=np.int32)
+    cnt_v = np.empty((nv, w), dtype=np.int32)
+    irow = np.empty(w, dtype=np.int32)
+    ipad = np.empty(w + 2 * vote_r, dtype=np.int32)
+    _vote_rows(flags, valid, vote_r, require, vote, e0a, e0b, buf_a, e0a, cnt_c, cnt_v, irow, ipad)
+    cur, cur0 = buf_a, e0a
+    yes = np.bool_(True)  # np.bool_: no literal-typed arguments, so _morph compiles once
+    no = np.bool_(False)
+    if open_px > 1:
+        _morph(cur, cur0, buf_b, e1a, e1a, e1b, h, o_lo, o_hi, no, vu, yes, yes, tmp, row, pad)
+        _morph(buf_b, e1a, buf_a, e2a, e2a, e2b, h, -o_hi, -o_lo, yes, vu, no, yes, tmp, row, pad)
+        cur, cur0 = buf_a, e2a
+    out = changed.view(np.uint8)
+    if close_px > 1:
+        _morph(cur, cur0, buf_b, e3a, e3a, e3b, h, -c_hi, -c_lo, yes, vu, no, no, tmp, row, pad)
+        _morph(buf_b, e3a, out, np.int64(0), r0, r1, h, c_lo, c_hi, no, vu, yes, yes, tmp, row,
+               pad)
+    else:
+        for g in range(r0, r1):
+            s = cur[g - cur0]
+            o = out[g]
+            for j in range(w):
+                o[j] = s[j]
+    for g in range(r0, r1):
+        fr = flags[g]
+        ev = evidence[g]
+        st = strong[g]
         for j in range(w):
-            a = 0
-            n = 0
-            for d in range(-radius, radius + 1):
-                jj = j + d
-                if jj >= 0 and jj < w and valid[i, jj]:
-                    n += 1
-                    if flags[i, jj] & FLAG_CROP:
-                        a += 1
-            cc[i, j] = a
-            cv[i, j] = n
-    out = np.empty((h, w), dtype=np.bool_)
-    for i in prange(h):
+            f = fr[j]
+            ev[j] = (f & FLAG_EVIDENCE) != 0
+            st[j] = (f & FLAG_STRONG) != 0
+
+
+@parallel
+def clean_decision(flags, valid, vote_r, require, vote, open_px, close_px):
+    """The decision, then morphological opening and closing, in one kernel.
+
+    Equal to ``objects.clean_mask(raw, valid, open_px, close_px)`` with raw =
+    ``vote_decide(flags, valid, vote_r, require)`` when ``vote``, else the
+    FLAG_CHANGED bit. Returns (changed, evidence, strong): (h, w) bool, the last
+    two the FLAG_EVIDENCE / FLAG_STRONG bits.
+    """
+    h, w = flags.shape
+    changed = np.empty((h, w), dtype=np.bool_)
+    evidence = np.empty((h, w), dtype=np.bool_)
+    strong = np.empty((h, w), dtype=np.bool_)
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _clean_chunk(flags, valid, vote_r, require, vote, open_px, close_px, _first(ch),
+                     _stop(ch, h), changed, evidence, strong)
+    return changed, evidence, strong
+
+
+@serial
+def _box_chunk(x, valid, radius, r0, r1, out):
+    """Rows r0..r1 of :func:`box_mean`: row sums of the block and its halo, then column sums."""
+    nb, h, w = x.shape
+    vu = valid.view(np.uint8)
+    ta = max(r0 - radius, 0)
+    tb = min(r1 + radius, h)
+    cnt = np.empty((tb - ta, w), dtype=np.int32)
+    sums = np.empty((tb - ta, w))
+    row_i = np.empty(w, dtype=np.int32)
+    pad_i = np.empty(w + 2 * radius, dtype=np.int32)
+    row_f = np.empty(w)
+    pad_f = np.empty(w + 2 * radius)
+    n = np.empty(w, dtype=np.int32)
+    s = np.empty(w)
+    for g in range(ta, tb):
+        vr = vu[g]
         for j in range(w):
-            a = 0
-            n = 0
-            for d in range(-radius, radius + 1):
-                ii = i + d
-                if ii >= 0 and ii < h:
-                    a += cc[ii, j]
-                    n += cv[ii, j]
-            f = flags[i, j]
-            seasonal = (f & FLAG_CROP) != 0 and 2 * a > n
-            ok = valid[i, j] and (f & FLAG_SIG) != 0 and (f & FLAG_VEG_GAIN) == 0 and not seasonal
-            if require and (f & FLAG_EVIDENCE) == 0:
-                ok = False
-            out[i, j] = ok
+            row_i[j] = vr[j]
+        _hsum(row_i, cnt[g - ta], radius, pad_i)
+    for k in range(nb):
+        for g in range(ta, tb):
+            xr = x[k, g]
+            vr = vu[g]
+            for j in range(w):
+                row_f[j] = xr[j] if vr[j] else 0.0
+            _hsum(row_f, sums[g - ta], radius, pad_f)
+        for g in range(r0, r1):
+            g0 = max(g - radius, 0)
+            g1 = min(g + radius + 1, h)
+            for j in range(w):
+                n[j] = 0
+                s[j] = 0.0
+            for gg in range(g0, g1):
+                cr = cnt[gg - ta]
+                sr = sums[gg - ta]
+                for j in range(w):
+                    n[j] += cr[j]
+                    s[j] += sr[j]
+            o = out[k, g]
+            for j in range(w):
+                q = s[j] / n[j]
+                o[j] = q if n[j] > 0 else np.nan
+
+
+@parallel
+def box_mean(x, valid, radius):
+    """Mean of each band over the valid pixels of the (2 radius + 1)^2 window.
+
+    x (nb, h, w) float32; valid (h, w) bool. Pixels outside the array or not
+    valid do not count; NaN where the window holds no valid pixel. Separable:
+    sums and counts along rows, then along columns (float64 sums).
+    """
+    nb, h, w = x.shape
+    out = np.empty((nb, h, w), dtype=np.float32)
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _box_chunk(x, valid, radius, _first(ch), _stop(ch, h), out)
+    return out
+
+
+# ---------------------------------------------------------------- objects
+@serial
+def object_sums(lab, n, prob, d_ndvi, d_ndwi, d_bri, ndvi_a, ndwi_a, bri_a, soil_a, evidence,
+                strong):
+    """Pixel count and per-object sums of the change layers, in one pass over the labels.
+
+    lab (h, w) int32 labels 1..n (0: background); the layers (h, w) float32 /
+    bool, any strides. Returns (n, N_SUMS) float64, columns: NPIX, S_P, S_DNDVI,
+    S_DNDWI, S_DBRI, S_NDVIA, S_NDWIA, S_BRIA, S_BRIA2 (sum of squares), S_SOILA,
+    N_EVID, N_STRONG. Pixels are added in row-major order (as ``np.bincount``).
+    """
+    h, w = lab.shape
+    out = np.zeros((n, N_SUMS))
+    for i in range(h):
+        for j in range(w):
+            k = lab[i, j] - 1
+            if k < 0:
+                continue
+            bri = np.float64(bri_a[i, j])
+            out[k, 0] += 1.0
+            out[k, 1] += prob[i, j]
+            out[k, 2] += d_ndvi[i, j]
+            out[k, 3] += d_ndwi[i, j]
+            out[k, 4] += d_bri[i, j]
+            out[k, 5] += ndvi_a[i, j]
+            out[k, 6] += ndwi_a[i, j]
+            out[k, 7] += bri
+            out[k, 8] += bri * bri
+            out[k, 9] += soil_a[i, j]
+            out[k, 10] += 1.0 if evidence[i, j] else 0.0
+            out[k, 11] += 1.0 if strong[i, j] else 0.0
     return out

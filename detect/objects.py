@@ -22,10 +22,12 @@ ADDITIVE = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA",
             "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG")
 """Columns of a part that sum when parts merge: pixel count and sums over its pixels."""
 
-_SUMS = (("S_P", "probability"), ("S_DNDVI", "d_ndvi"), ("S_DNDWI", "d_ndwi"),
-         ("S_DBRI", "d_bright"), ("S_NDVIA", "ndvi_after"), ("S_NDWIA", "ndwi_after"),
-         ("S_BRIA", "bright_after"), ("S_SOILA", "soil_after"), ("N_EVID", "evidence"),
-         ("N_STRONG", "strong"))
+_LAYERS = ("probability", "d_ndvi", "d_ndwi", "d_bright", "ndvi_after", "ndwi_after",
+           "bright_after", "soil_after", "evidence", "strong")
+"""ChangeLayers summed per object, in the argument order of ``kernels.object_sums``."""
+_SUM_COLUMNS = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA", "S_BRIA",
+                "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG")
+"""The columns of ``kernels.object_sums``: pixel count, sums of the layers (S_BRIA2: squares)."""
 
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
@@ -108,19 +110,12 @@ def tile_objects(layers, valid, core, transform, crs) -> gpd.GeoDataFrame:
     if not m.any():
         return empty_parts(crs)
     lab, n = scipy.ndimage.label(m, structure=_CROSS)
-    flat = lab.ravel()
-    cols_out = {"NPIX": np.bincount(flat, minlength=n + 1)[1:].astype(np.int64)}
-    sel = flat > 0
-    lab_sel = flat[sel]
-    for name, attr in _SUMS:
-        vals = np.asarray(getattr(layers, attr)[rs, cs]).ravel()[sel].astype(np.float64)
-        s = np.bincount(lab_sel, weights=vals, minlength=n + 1)[1:]
-        cols_out[name] = s.astype(np.int64) if name.startswith("N_") else s
-        if name == "S_BRIA":  # sum of squares: the within-object brightness spread
-            cols_out["S_BRIA2"] = np.bincount(lab_sel, weights=vals * vals, minlength=n + 1)[1:]
+    sums = kernels.object_sums(lab, n, *(getattr(layers, a)[rs, cs] for a in _LAYERS))
+    cols_out = {name: sums[:, k].astype(np.int64) if name.startswith("N") else sums[:, k]
+                for k, name in enumerate(_SUM_COLUMNS)}
     core_transform = Affine(*transform[:6]) * Affine.translation(cols.start, rows.start)
     geoms = [None] * n
-    for geom, value in rasterio.features.shapes(lab.astype(np.int32), mask=m,
+    for geom, value in rasterio.features.shapes(lab.astype(np.int32, copy=False), mask=m,
                                                 connectivity=4, transform=core_transform):
         k = int(value) - 1
         poly = shapely.geometry.shape(geom)

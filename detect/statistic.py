@@ -7,9 +7,10 @@ chi-square with p degrees of freedom for unchanged pixels. Each iteration weighs
 pixels by their no-change probability ``1 - F_chi2(p)(Z)`` and refits, until
 ``max |delta rho| < tol``.
 
-The weighted covariance of the joint vector is one streaming Numba pass over the
-pixels in memory (``detect.kernels.weighted_moments``); the generalised
-eigenproblem is solved outside Numba with a Cholesky factor and ``eigh``.
+Each iteration is one streaming Numba pass over the pixels in memory
+(``detect.kernels.irmad_moments``): the no-change weights of the previous
+transform and the weighted moments they give, with no weight image written; the
+generalised eigenproblem is solved outside Numba with a Cholesky factor and ``eigh``.
 """
 from __future__ import annotations
 
@@ -45,11 +46,15 @@ def moments(x, y, idx, weight, shift=None):
     Returns (sum_w, mean, cov); the covariance is normalised by sum_w.
     """
     p = idx.size
-    if shift is None:
-        shift = np.zeros(2 * p)
-    sw, s1, s2 = kernels.weighted_moments(x, y, idx, weight, np.asarray(shift, np.float64))
+    shift = np.zeros(2 * p) if shift is None else np.asarray(shift, np.float64)
+    return _from_sums(*kernels.weighted_moments(x, y, idx, weight, shift), shift)
+
+
+def _from_sums(sw, s1, s2, shift):
+    """(sum_w, mean, cov) from the shifted raw moment sums of ``weighted_moments``."""
+    q = s1.size
     if not sw > 0:
-        return 0.0, np.full(2 * p, np.nan), np.full((2 * p, 2 * p), np.nan)
+        return 0.0, np.full(q, np.nan), np.full((q, q), np.nan)
     m1 = s1 / sw
     cov = s2 / sw - np.outer(m1, m1)
     cov = 0.5 * (cov + cov.T)
@@ -104,13 +109,15 @@ def canonical(cov, p, ridge=1e-6):
     s12 = cov[:p, p:]
     s11 += np.eye(p) * ridge * np.trace(s11) / p
     s22 += np.eye(p) * ridge * np.trace(s22) / p
-    lower = scipy.linalg.cholesky(s11, lower=True)
-    s22_s21 = scipy.linalg.solve(s22, s12.T, assume_a="pos")
-    c = scipy.linalg.solve_triangular(lower, s12 @ s22_s21, lower=True)
-    c = scipy.linalg.solve_triangular(lower, c.T, lower=True)
+    # inverse Cholesky factors instead of triangular solves: OpenBLAS wakes its thread
+    # pool for every tiny TRSM, which costs milliseconds on a busy machine
+    l1i = _inverse_cholesky(s11)
+    l2i = _inverse_cholesky(s22)
+    s22_s21 = l2i.T @ (l2i @ s12.T)
+    c = l1i @ (s12 @ s22_s21) @ l1i.T
     c = 0.5 * (c + c.T)
     lam, u = scipy.linalg.eigh(c)
-    a = scipy.linalg.solve_triangular(lower.T, u, lower=False)
+    a = l1i.T @ u
     rho = np.sqrt(np.clip(lam, 0.0, 1.0))
     inv_sd = 1.0 / np.sqrt(np.diag(s11))
     s = (inv_sd[:, None] * (s11 @ a)).sum(axis=0)
@@ -118,6 +125,15 @@ def canonical(cov, p, ridge=1e-6):
     b = s22_s21 @ a
     b = b / np.sqrt(np.einsum("ki,kl,li->i", b, s22, b))
     return a, b, rho
+
+
+def _inverse_cholesky(s):
+    """L^-1 for the lower Cholesky factor L of the symmetric positive definite ``s``."""
+    lower = scipy.linalg.cholesky(s, lower=True)
+    inv, info = scipy.linalg.lapack.dtrtri(lower, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular Cholesky factor (dtrtri info {info})")
+    return np.tril(inv)
 
 
 def mad_sigma(rho):
@@ -138,14 +154,11 @@ def robust_sigma(x, y, idx, valid, mean_x, mean_y, a, b):
     Returns (p,) float64.
     """
     p = idx.size
-    dx = x[idx][:, valid].astype(np.float64) - mean_x[:, None]
-    dy = y[idx][:, valid].astype(np.float64) - mean_y[:, None]
-    mad = a.T @ dx - b.T @ dy
-    mad = mad[:, np.isfinite(mad).all(axis=0)]
-    if mad.shape[1] == 0:
-        return np.full(p, np.nan)
-    med = np.median(mad, axis=1, keepdims=True)
-    return 1.4826 * np.median(np.abs(mad - med), axis=1)
+    mad = kernels.mad_variates(x, y, idx, valid, np.asarray(mean_x, np.float64),
+                               np.asarray(mean_y, np.float64), np.asarray(a, np.float64),
+                               np.asarray(b, np.float64))
+    _, deviation = kernels.median_deviation(mad.reshape(p, -1))
+    return 1.4826 * deviation
 
 
 def fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=1e-6):
@@ -173,12 +186,11 @@ def fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=1e-6):
     IRMADFit
     """
     p = idx.size
-    weight = valid.astype(np.float32)
     # provisional mean from a coarse subsample, for numerically safe moment sums
     sub = valid[::7, ::7]
     if sub.any():
-        shift = np.concatenate([x[idx][:, ::7, ::7][:, sub].mean(axis=1),
-                                y[idx][:, ::7, ::7][:, sub].mean(axis=1)]).astype(np.float64)
+        shift = np.concatenate([x[:, ::7, ::7][idx][:, sub].mean(axis=1),
+                                y[:, ::7, ::7][idx][:, sub].mean(axis=1)]).astype(np.float64)
         shift = np.nan_to_num(shift)
     else:
         shift = np.zeros(2 * p)
@@ -186,7 +198,12 @@ def fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=1e-6):
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        sw, mean, cov = moments(x, y, idx, weight, shift)
+        # one pass per iteration: the weights of the last transform and their moments
+        if it == 1:
+            sums = kernels.weighted_moments(x, y, idx, valid.astype(np.float32), shift)
+        else:
+            sums = kernels.irmad_moments(x, y, idx, valid, mean[:p], mean[p:], a, b, 1.0 / sigma)
+        sw, mean, cov = _from_sums(*sums, shift)
         if not sw > 0:
             raise InputError("IR-MAD has no pixel with weight > 0: the valid mask is empty "
                              "or every pixel is NaN; check nodata and cloud masks")
@@ -195,10 +212,10 @@ def fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=1e-6):
         shift = mean
         a, b, rho = canonical(cov, p, ridge)
         sigma = mad_sigma(rho)
-        _, weight = kernels.mad_chi2(x, y, idx, valid, mean[:p], mean[p:], a, b, 1.0 / sigma)
         if rho_old is not None and np.max(np.abs(rho - rho_old)) < tol:
             converged = True
             break
         rho_old = rho
+    _, weight = kernels.mad_chi2(x, y, idx, valid, mean[:p], mean[p:], a, b, 1.0 / sigma)
     return IRMADFit(mean_x=mean[:p], mean_y=mean[p:], a=a, b=b, rho=rho, sigma=sigma,
                     iterations=it, converged=converged, weights=weight, cov=cov)

@@ -1,0 +1,271 @@
+"""The fused and fast kernels of detect.kernels against NumPy / SciPy references.
+
+Each fused kernel must equal the composition of the simpler kernels (or plain
+NumPy) it replaces: detect_pixels = box_mean over the wet mask + change_pixels;
+clean_decision = vote_decide / FLAG_CHANGED + clean_mask; irmad_moments = mad_chi2
+weights + weighted_moments; median_deviation = np.median. Shapes cross the
+kernels' row blocks (kernels.CHUNK rows) so the block halos are exercised.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import chi2
+
+from detect import kernels
+from detect.detector import DetectParams, decide, smoothed_red_nir
+from detect.indices import indices, role_index
+from detect.objects import clean_mask
+from detect.rules import rule_vector
+from tests.test_detect_kernels import _realistic_pair, ref_box_mean_np, ref_change, ref_dilate, \
+    ref_erode, ref_mad, ref_moments, ref_vote_decide
+
+RNG = np.random.default_rng(7)
+TALL = 2 * kernels.CHUNK + 13  # three row blocks, the last one short
+
+
+# ---------------------------------------------------------------- references
+def ref_index_noise(x, y, v, weights, roles, gain, offset, scale):
+    """The NumPy code fit_model used before the kernel (weighted sd of index changes)."""
+    w = weights[v].astype(np.float64)
+    xb = x[:, v]
+    ya = y[:, v] * gain[:, None] + offset[:, None]
+    ib = indices(xb, roles, scale)
+    ia = indices(ya, roles, scale)
+    out = []
+    for key in ("ndvi", "ndwi", "bright"):
+        d = ia[key].astype(np.float64) - ib[key]
+        ok = np.isfinite(d)
+        sw = w[ok].sum()
+        m = (w[ok] * d[ok]).sum() / sw
+        out.append(np.sqrt((w[ok] * (d[ok] - m) ** 2).sum() / sw))
+    return np.array(out)
+
+
+def ref_wet_box(y, valid, roles, gain, offset, wet_ndwi, radius):
+    """Red and NIR averaged over the wet pixels of each window (NumPy, float32 wet test)."""
+    ir, ig, inn = roles[2], roles[1], roles[3]
+    rn = np.ascontiguousarray(y[[ir, inn]])
+    if radius == 0:
+        return rn
+    g = y[ig] * np.float32(gain[ig]) + np.float32(offset[ig])
+    n = rn[1] * np.float32(gain[inn]) + np.float32(offset[inn])
+    wet = valid & (g - n > np.float32(wet_ndwi) * (g + n)) & (g + n > 0)
+    return ref_box_mean_np(rn, wet, radius)
+
+
+def ref_clean_decision(flags, valid, vote_r, require, vote, open_px, close_px):
+    """Decision (crop vote or FLAG_CHANGED), opening and closing, in whole-array NumPy."""
+    if vote:
+        m = ref_vote_decide(flags, valid, vote_r, require)
+    else:
+        m = (flags & kernels.FLAG_CHANGED) > 0
+    m = m & valid
+    for size, first in ((open_px, "erode"), (close_px, "dilate")):
+        if size > 1:
+            lo, hi = -(size // 2), size - 1 - size // 2
+            if first == "erode":
+                m = ref_dilate(ref_erode(m | ~valid, lo, hi) & valid, lo, hi) & valid
+            else:
+                m = ref_erode(ref_dilate(m, lo, hi) | ~valid, lo, hi) & valid
+    return m, (flags & kernels.FLAG_EVIDENCE) > 0, (flags & kernels.FLAG_STRONG) > 0
+
+
+def ref_robust_sigma(x, y, idx, valid, mean_x, mean_y, a, b):
+    """The NumPy code robust_sigma used before the kernels (1.4826 x MAD of the variates)."""
+    dx = x[idx][:, valid].astype(np.float64) - mean_x[:, None]
+    dy = y[idx][:, valid].astype(np.float64) - mean_y[:, None]
+    mad = a.T @ dx - b.T @ dy
+    mad = mad[:, np.isfinite(mad).all(axis=0)]
+    med = np.median(mad, axis=1, keepdims=True)
+    return 1.4826 * np.median(np.abs(mad - med), axis=1)
+
+
+# ---------------------------------------------------------------- chi-square
+@pytest.mark.parametrize("dof", list(range(1, 11)))
+def test_sf_row_matches_scipy(dof):
+    z = np.concatenate([RNG.uniform(0, 6 * dof, 3000), RNG.uniform(0, 1500, 300),
+                        [0.0, 1e-12, 50.0, 1399.0, 1400.0, 1400.5, 1e6, -3.0, np.inf, np.nan]])
+    out = np.empty_like(z)
+    kernels._sf_row(z, dof, kernels._sf_coefficients(dof), out)
+    ref = chi2.sf(z, dof)
+    ref[z > 1400.0] = 0.0  # chi2_sf's cut-off: exp(-700) is below every float32
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-300)
+    assert np.isnan(out[-1]) and out[-3] == 1.0 and out[-4] == 0.0
+
+
+# ---------------------------------------------------------------- IR-MAD passes
+@pytest.mark.parametrize("p, shape", [(4, (4, TALL, 41)), (5, (6, 37, 29)), (1, (2, 5, 7))])
+def test_irmad_moments_is_mad_chi2_weights_then_moments(p, shape):
+    nb, h, w = shape
+    x = RNG.uniform(200, 3000, shape).astype(np.float32)
+    y = (x * 1.05 + RNG.normal(0, 60, shape)).astype(np.float32)
+    x[RNG.random(shape) < 0.01] = np.nan
+    idx = np.arange(p, dtype=np.int64)[::-1].copy()
+    valid = RNG.random((h, w)) > 0.1
+    mx, my = RNG.uniform(900, 1700, p), RNG.uniform(900, 1700, p)
+    a, b = RNG.normal(0, 3e-3, (p, p)), RNG.normal(0, 3e-3, (p, p))
+    inv_sigma = RNG.uniform(0.5, 2, p)
+    got = kernels.irmad_moments(x, y, idx, valid, mx, my, a, b, inv_sigma)
+    _, wref = ref_mad(x, y, idx, valid, mx, my, a, b, inv_sigma)
+    ref = ref_moments(x, y, idx, wref.astype(np.float32), np.concatenate([mx, my]))
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-7, atol=1e-6)
+
+
+def test_the_statistic_takes_at_most_five_bands():
+    x = np.ones((6, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="1 to 5 bands"):
+        kernels.mad_chi2(x, x, np.arange(6), np.ones((3, 3), bool), np.zeros(6), np.zeros(6),
+                         np.eye(6), np.eye(6), np.ones(6))
+
+
+@pytest.mark.parametrize("p", [4, 5])
+def test_mad_variates(p):
+    nb, h, w = p + 1, TALL, 23
+    x = RNG.uniform(200, 3000, (nb, h, w)).astype(np.float32)
+    y = RNG.uniform(200, 3000, (nb, h, w)).astype(np.float32)
+    x[1, 3, 4] = np.nan
+    y[0, 40, 2] = np.inf
+    idx = np.arange(1, p + 1, dtype=np.int64)
+    valid = RNG.random((h, w)) > 0.2
+    mx, my = RNG.uniform(900, 1700, p), RNG.uniform(900, 1700, p)
+    a, b = RNG.normal(0, 3e-3, (p, p)), RNG.normal(0, 3e-3, (p, p))
+    got = kernels.mad_variates(x, y, idx, valid, mx, my, a, b)
+    from detect.statistic import robust_sigma
+
+    np.testing.assert_allclose(robust_sigma(x, y, idx, valid, mx, my, a, b),
+                               ref_robust_sigma(x, y, idx, valid, mx, my, a, b), rtol=1e-9)
+    dx = x[idx][:, valid].astype(np.float64) - mx[:, None]
+    dy = y[idx][:, valid].astype(np.float64) - my[:, None]
+    ref = a.T @ dx - b.T @ dy
+    ref = ref[:, np.isfinite(ref).all(axis=0)]
+    assert got.shape == (p, h, w) and np.isnan(got[:, ~valid]).all()
+    flat = got.reshape(p, -1)
+    usable = flat[:, np.isfinite(flat).all(axis=0)]
+    assert usable.shape == ref.shape
+    np.testing.assert_allclose(usable, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 2048, 2049, 30001])
+def test_median_deviation_equals_numpy(n):
+    cases = [RNG.normal(0, 1, (3, n)), RNG.integers(0, 4, (3, n)).astype(float),
+             np.full((2, n), 7.25), RNG.standard_cauchy((2, n)) ** 3]
+    for m in cases:
+        med, mad = kernels.median_deviation(m)
+        ref = np.median(m, axis=1)
+        np.testing.assert_array_equal(med, ref)
+        np.testing.assert_array_equal(mad, np.median(np.abs(m - ref[:, None]), axis=1))
+    # columns with a non-finite value in any row are skipped
+    m = RNG.normal(0, 1, (3, n + 2))
+    m[0, 0] = np.nan
+    m[2, -1] = -np.inf
+    med, mad = kernels.median_deviation(m)
+    keep = m[:, 1:-1]
+    ref = np.median(keep, axis=1)
+    np.testing.assert_array_equal(med, ref)
+    np.testing.assert_array_equal(mad, np.median(np.abs(keep - ref[:, None]), axis=1))
+    assert np.isnan(kernels.median_deviation(np.full((2, 3), np.nan))).all()
+
+
+@pytest.mark.parametrize("swir", [False, True])
+def test_index_noise_equals_numpy(swir):
+    x, y = _realistic_pair(TALL, 37, swir)
+    bands = ("blue", "green", "red", "nir", "swir") if swir else ("-", "green", "red", "nir")
+    if not swir:
+        x[0] = np.nan  # a skipped band is never read
+    roles = role_index(bands)
+    valid = RNG.random(x.shape[1:]) > 0.1
+    weights = np.where(valid, RNG.random(x.shape[1:]), 0).astype(np.float32)
+    gain, offset = RNG.uniform(0.9, 1.1, x.shape[0]), RNG.uniform(-200, 200, x.shape[0])
+    _, _, sd = kernels.index_noise(x, y, valid, weights, roles, gain, offset, 1e-4)
+    np.testing.assert_allclose(sd, ref_index_noise(x, y, valid, weights, roles, gain, offset,
+                                                   1e-4), rtol=1e-9)
+
+
+# ---------------------------------------------------------------- the per-pixel pass
+@pytest.mark.parametrize("radius, swir, landuse", [(1, False, True), (2, True, True),
+                                                   (0, False, True), (1, False, False)])
+def test_detect_pixels_is_box_mean_then_change_pixels(radius, swir, landuse):
+    h, w = TALL, 45
+    x, y = _realistic_pair(h, w, swir)
+    nb = x.shape[0]
+    valid = RNG.random((h, w)) > 0.05
+    idx = np.arange(nb, dtype=np.int64)
+    mx, my = np.nanmean(x.reshape(nb, -1), 1), np.nanmean(y.reshape(nb, -1), 1)
+    a, b = RNG.normal(0, 3e-3, (nb, nb)), RNG.normal(0, 3e-3, (nb, nb))
+    inv_sigma = RNG.uniform(0.5, 2, nb)
+    gain, offset = RNG.uniform(0.9, 1.1, nb), RNG.uniform(-200, 200, nb)
+    roles = np.array([0, 1, 2, 3, 4 if swir else -1], dtype=np.int64)
+    params = DetectParams(landuse_rules=landuse, crop_smooth_px=radius)
+    rule = rule_vector(params, nb, 0.01)
+    args = (idx, mx, my, a, b, inv_sigma, gain, offset, roles, 1e-4, rule)
+    got = kernels.detect_pixels(x, y, valid, *args, radius)
+    # the same kernel fed the whole-image smoothing: equal up to float rounding
+    ys = smoothed_red_nir(y, valid, roles, gain, offset, params)
+    fed = kernels.change_pixels(x, y, ys, valid, *args)
+    for g, f in zip(got[:-1], fed[:-1]):
+        np.testing.assert_allclose(g, f, rtol=1e-6, atol=1e-7)
+    assert (got[-1] != fed[-1]).mean() < 0.001
+    # and the plain NumPy composition
+    ref = ref_change(x, y, ref_wet_box(y, valid, roles, gain, offset, params.wet_ndwi, radius),
+                     valid, *args)
+    for k, (g, r) in enumerate(zip(got[:-1], ref[:-1])):
+        np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-6, err_msg=f"output {k}")
+    assert (got[-1] != ref[-1]).mean() < 0.002
+    assert (got[-1] & kernels.FLAG_CROP).any()
+
+
+# ---------------------------------------------------------------- decision + morphology
+@pytest.mark.parametrize("shape", [(TALL, 45), (kernels.CHUNK, 9), (1, 1), (1, 9), (7, 1)])
+@pytest.mark.parametrize("vote_r, require, landuse, open_px, close_px", [
+    (1, True, True, 2, 3), (2, False, True, 3, 2), (0, True, True, 2, 3), (1, True, False, 1, 3),
+    (1, True, True, 2, 1), (1, True, True, 1, 1), (2, True, True, 4, 4)])
+def test_clean_decision_is_decide_then_clean_mask(shape, vote_r, require, landuse, open_px,
+                                                  close_px):
+    params = DetectParams(crop_vote_px=vote_r, require_evidence=require, landuse_rules=landuse,
+                          open_px=open_px, close_px=close_px, crop_smooth_px=0)
+    for density in (0.9, 0.5):
+        flags = RNG.integers(0, 64, shape).astype(np.uint8)
+        flags[RNG.random(shape) < 1 - density] = 0
+        valid = RNG.random(shape) > 0.1
+        flags[~valid] = 0
+        vote = landuse and vote_r > 0
+        changed, evidence, strong = kernels.clean_decision(flags, valid, vote_r, require, vote,
+                                                           open_px, close_px)
+        ref = clean_mask(decide(flags, valid, params), valid, open_px, close_px)
+        np.testing.assert_array_equal(changed, ref)
+        np.testing.assert_array_equal(changed, ref_clean_decision(
+            flags, valid, vote_r, require, vote, open_px, close_px)[0])
+        np.testing.assert_array_equal(evidence, (flags & kernels.FLAG_EVIDENCE) > 0)
+        np.testing.assert_array_equal(strong, (flags & kernels.FLAG_STRONG) > 0)
+
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_box_mean_and_vote_across_row_blocks(radius):
+    from tests.test_detect_kernels import ref_box_mean, ref_vote_decide
+
+    x = RNG.uniform(200, 3000, (2, TALL, 19)).astype(np.float32)
+    valid = RNG.random((TALL, 19)) < 0.7
+    np.testing.assert_allclose(kernels.box_mean(x, valid, radius), ref_box_mean(x, valid, radius),
+                               rtol=1e-5)
+    flags = RNG.integers(0, 64, (TALL, 19)).astype(np.uint8)
+    np.testing.assert_array_equal(kernels.vote_decide(flags, valid, radius, True),
+                                  ref_vote_decide(flags, valid, radius, True))
+
+
+# ---------------------------------------------------------------- objects
+def test_object_sums_equal_bincount():
+    h, w, n = 50, 40, 30
+    lab = RNG.integers(0, n + 1, (h, w)).astype(np.int32)
+    layers = [RNG.normal(0, 1, (h, w + 3)).astype(np.float32)[:, 1:-2] for _ in range(8)]
+    layers += [RNG.random((h, w)) < 0.5, RNG.random((h, w)) < 0.3]
+    got = kernels.object_sums(lab, n, *layers)
+    flat = lab.ravel()
+    cols = [np.bincount(flat, minlength=n + 1)[1:]]
+    for k, layer in enumerate(layers):
+        v = np.asarray(layer).ravel().astype(np.float64)
+        cols.append(np.bincount(flat, weights=v, minlength=n + 1)[1:])
+        if k == 6:  # bright_after: also the sum of squares
+            cols.append(np.bincount(flat, weights=v * v, minlength=n + 1)[1:])
+    np.testing.assert_allclose(got, np.stack(cols, axis=1), rtol=1e-12, atol=1e-12)
