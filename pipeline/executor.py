@@ -25,8 +25,11 @@ def default_workers() -> int:
 def worker_env(workers: int, gdal_cachemax_mb: int = 256) -> dict[str, str]:
     """Environment for each worker: Numba threads x workers <= cores, bounded GDAL cache."""
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    # glibc: keep freed tile-sized buffers instead of returning them to the kernel and
+    # page-faulting them again on the next tile (measured: detect_tile 79 ms -> 46 ms at 2048 px).
     return {"NUMBA_NUM_THREADS": str(threads), "GDAL_CACHEMAX": str(gdal_cachemax_mb),
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "MALLOC_TRIM_THRESHOLD_": str(512 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
 
 def _init_worker(env: dict[str, str]) -> None:
