@@ -42,6 +42,8 @@ class DetectParams:
             used for the radiometric normalisation.
     Objects
         min_area_m2: minimum mapping unit, m², applied after the seam merge.
+        mmu_outline_px: the MMU test adds this many pixels along each object's outline
+            to its pixel area (edge pixels are mixed and mostly fail the test; 0 = pixels only).
         open_px: side (pixels) of the square opening that removes speckle and
             1-pixel lines (2 keeps 2-pixel-wide roads); 1 disables it.
         close_px: side (pixels) of the square closing that fills pinholes; 1 disables.
@@ -49,8 +51,10 @@ class DetectParams:
         veg_ndvi: NDVI of green vegetation; veg_gain / veg_loss: NDVI rise / drop;
         bright_gain / dark_drop: visible brightness rise / drop (reflectance);
         water_ndwi: NDWI above which a pixel is water; ndwi_gain: NDWI rise;
-        residue_ndvi: NDVI that harvested stubble keeps; residue_bright: visible
-        brightening of a harvest (straw over canopy); farm_ndvi: NDVI of
+        residue_ndvi: NDVI that stubble and ploughed soil keep (the soil line);
+        soil_redness: (red - blue) / (red + blue) of field soil and straw after a harvest
+        (iron oxides, dry straw; panels, asphalt, concrete, blue steel and water are
+        greyer or bluer); farm_ndvi: NDVI of
         crop or soil that can be flooded; wet_ndwi / flood_ndvi: a flooded paddy
         is wet (NDWI above wet_ndwi) with NDVI above deep open water (flood_ndvi); crop_bright_max: brightening
         above which a crop-like change is no longer seasonal; crop_smooth_px:
@@ -68,6 +72,7 @@ class DetectParams:
 
     significance: float = 0.01
     min_area_m2: float = 200.0
+    mmu_outline_px: float = 0.5
     max_iter: int = 30
     tol: float = 0.001
     ridge: float = 1e-6
@@ -83,10 +88,10 @@ class DetectParams:
     dark_drop: float = 0.03
     water_ndwi: float = 0.1
     ndwi_gain: float = 0.2
-    residue_ndvi: float = 0.15
-    residue_bright: float = 0.03
+    residue_ndvi: float = 0.1
+    soil_redness: float = 0.17
     farm_ndvi: float = 0.1
-    wet_ndwi: float = 0.05
+    wet_ndwi: float = 0.0
     flood_ndvi: float = -0.3
     crop_bright_max: float = 0.12
     crop_smooth_px: int = 1
@@ -106,6 +111,8 @@ class DetectParams:
             bad("significance", "must be between 0 and 1, e.g. 0.01")
         if not self.min_area_m2 >= 0.0:
             bad("min_area_m2", "must be >= 0 m²")
+        if not 0.0 <= self.mmu_outline_px <= 1.0:
+            bad("mmu_outline_px", "must be between 0 and 1 pixel, e.g. 0.5")
         if self.max_iter < 1:
             bad("max_iter", "must be >= 1")
         if not self.tol > 0.0:

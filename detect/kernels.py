@@ -61,7 +61,7 @@ R_BARE_NDVI = 14
 R_WET_NDWI = 15
 R_FARM_NDVI = 16
 R_LANDUSE = 17
-R_RESIDUE_BRIGHT = 18
+R_SOIL_REDNESS = 18
 N_RULE = 19
 
 P_MAX = 5  # bands of the statistic: blue, green, red, nir, swir at most
@@ -684,7 +684,7 @@ def _ndbi_row(xs, xn, ys, yn, scale, gs_, os_, gn_, on_, nbb, nba):
 
 
 @serial
-def _rules_row(zr, vr, vb, va, wb, wa, brb, bra, nbb, nba, rule, flags, cand):
+def _rules_row(zr, vr, vb, va, wb, wa, brb, bra, sa, nbb, nba, rule, flags, cand):
     """The rule flags of one row (FLAG_* bits; 0 where not valid or Z is NaN).
 
     Also marks in ``cand`` the pixels the flood rule must look at, and sets zr
@@ -707,7 +707,7 @@ def _rules_row(zr, vr, vb, va, wb, wa, brb, bra, nbb, nba, rule, flags, cand):
     wet_ndwi = rule[R_WET_NDWI]
     farm_ndvi = rule[R_FARM_NDVI]
     any_change = not rule[R_LANDUSE] > 0.5
-    residue_bright = rule[R_RESIDUE_BRIGHT]
+    soil_redness = rule[R_SOIL_REDNESS]
     for c in range(zr.size):
         zz = zr[c]
         ok = vr[c] & (zz == zz)
@@ -731,10 +731,11 @@ def _rules_row(zr, vr, vb, va, wb, wa, brb, bra, nbb, nba, rule, flags, cand):
                          | (built & (dnb > fs * ndbi_gain)))
         sig = zz > zcrit
         vgain = (dv > veg_gain) & (va_ >= bare_ndvi) & dry
-        # green crop -> harvested stubble: residue keeps some NIR and, without
-        # chlorophyll, reflects more visible light (dark panels do not)
+        # green crop -> stubble or ploughed soil: residue and soil keep the NIR of the
+        # soil line and are red-tinted (iron oxides, dry straw), which dark panels,
+        # asphalt, concrete, blue steel and water are not
         mild = dbr < crop_bright_max
-        harvest = mild & (vb_ >= veg_ndvi) & (va_ >= residue_ndvi) & (dbr > residue_bright)
+        harvest = mild & (vb_ >= veg_ndvi) & (va_ >= residue_ndvi) & (sa[c] >= soil_redness)
         # crop or soil -> flooded paddy: decided by the caller for these pixels
         cand[c] = ok & mild & (not harvest) & (vb_ >= farm_ndvi) & (wa_ > wet_ndwi)
         changed = sig & (any_change | ((not vgain) & (not harvest) & (weak | optional)))
@@ -808,8 +809,8 @@ def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, sca
         if isw >= 0:  # otherwise sc[7], sc[8] stay 0: no NDBI signature
             _ndbi_row(x[isw, r], x[inn, r], y[isw, r], y[inn, r], scale, gs_, os_, gn_, on_,
                       sc[7], sc[8])
-        _rules_row(zr, valid[r], sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[7], sc[8], rule,
-                   flags[r], cand)
+        _rules_row(zr, valid[r], sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8],
+                   rule, flags[r], cand)
         _outputs_row(zr, sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], d_ndvi[r], d_ndwi[r],
                      d_bri[r], ndvi_a[r], ndwi_a[r], bri_a[r], soil_a[r])
         _sf_row(zr, p, coef, sf)

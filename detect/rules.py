@@ -6,9 +6,10 @@ spectral change, e.g. to compare with research change labels); otherwise:
 
 A pixel is changed when (1) its IR-MAD statistic is significant, (2) it is not a
 vegetation gain, (3) it is not a seasonal crop cycle: a green crop (NDVI >=
-``veg_ndvi``) harvested to stubble (NDVI still >= ``residue_ndvi``, visible
-brightness up by more than ``residue_bright``, as straw and soil reflect more
-visible light than a canopy, while dark panels do not), or a crop or soil
+``veg_ndvi``) harvested to stubble or ploughed soil (NDVI still >= ``residue_ndvi``,
+the soil line, and red-tinted: (red - blue) / (red + blue) >= ``soil_redness``, as
+laterite and straw are, while solar panels, asphalt, concrete, blue steel and
+water are grey or blue), or a crop or soil
 field (NDVI >= ``farm_ndvi``) flooded to a paddy (NDWI > ``wet_ndwi`` while the
 NDVI of the local mean spectrum stays above ``flood_ndvi``: shallow water over mud
 is brighter in red and NIR than a deep new pond); neither applies when the visible brightness rose by
@@ -66,5 +67,5 @@ def rule_vector(params, dof, noise_bright=0.0):
     r[kernels.R_WET_NDWI] = params.wet_ndwi
     r[kernels.R_FARM_NDVI] = params.farm_ndvi
     r[kernels.R_LANDUSE] = 1.0 if params.landuse_rules else 0.0
-    r[kernels.R_RESIDUE_BRIGHT] = params.residue_bright
+    r[kernels.R_SOIL_REDNESS] = params.soil_redness
     return r

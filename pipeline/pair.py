@@ -76,7 +76,7 @@ def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str]
             prob_ds.close()
     if frames:
         merged = merge_seams(gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=grid.crs))
-        result = classify(apply_mmu(merged, params.min_area_m2))
+        result = classify(apply_mmu(merged, params.min_area_m2, params.mmu_outline_px))
     else:
         result = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
     result["QSX"], result["HSX"] = before.date, after.date

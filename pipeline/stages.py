@@ -221,7 +221,7 @@ def stage_merge(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outco
     if frames:
         parts = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs)
         merged = merge_seams(parts)
-        kept = apply_mmu(merged, params.min_area_m2)
+        kept = apply_mmu(merged, params.min_area_m2, params.mmu_outline_px)
         objects = classify(kept)
     else:
         parts, merged = [], []

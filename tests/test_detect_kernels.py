@@ -57,7 +57,7 @@ def ref_change(x, y, ys, valid, idx, mx, my, a, b, inv_sigma, gain, offset, role
     vis = [k for k in (B, G, R) if k >= 0]
     brb, bra = xb[vis].mean(axis=0), ya[vis].mean(axis=0)
     dv, dw, dbr = va - vb, wa - wb, bra - brb
-    sa = nd(ya[R], ya[B]) if B >= 0 else np.zeros_like(va)
+    sa = nd(ya[R], ya[B] if B >= 0 else np.zeros_like(va))  # no blue band: reads as 0
     k = kernels
 
     def evidence(f):
@@ -78,7 +78,7 @@ def ref_change(x, y, ys, valid, idx, mx, my, a, b, inv_sigma, gain, offset, role
     sva = nd(ys[1] * gain[N] + offset[N], ys[0] * gain[R] + offset[R])  # ys: red, nir
     mild = dbr < rule[k.R_CROP_BRIGHT_MAX]
     harvest = (mild & (vb >= rule[k.R_VEG_NDVI]) & (va >= rule[k.R_RESIDUE_NDVI])
-               & (dbr > rule[k.R_RESIDUE_BRIGHT]))
+               & (sa >= rule[k.R_SOIL_REDNESS]))
     flood = mild & (vb >= rule[k.R_FARM_NDVI]) & (wa > rule[k.R_WET_NDWI]) & (sva > rule[k.R_FLOOD_NDVI])
     crop = harvest | flood
     changed = sig & ~veg_gain & ~crop & (weak | (rule[k.R_REQUIRE_EVIDENCE] < 0.5))

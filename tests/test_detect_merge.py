@@ -65,6 +65,16 @@ def test_mmu_uses_pixel_area():
     assert len(apply_mmu(parts.iloc[:0], 200.0)) == 0
 
 
+def test_mmu_outline_adds_half_a_pixel_along_the_edge():
+    # squares of 6 x 6 and 7 x 7 pixels of 2 m: 144 and 196 m² of pixels, perimeters 48 and
+    # 56 m; half a 2 m pixel (1 m) along the edge adds 48 and 56 m²: 192 and 252 m²
+    parts = parts_frame([(0, 0, 12, 12), (100, 0, 114, 14)], npix=[36, 49])
+    assert list(apply_mmu(parts, 200.0, outline_px=0.5)["NPIX"]) == [49]
+    assert list(apply_mmu(parts, 192.5, outline_px=0.5)["NPIX"]) == [49]
+    assert list(apply_mmu(parts, 191.5, outline_px=0.5)["NPIX"]) == [36, 49]
+    assert len(apply_mmu(parts, 197.0, outline_px=0.0)) == 0
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 9), st.integers(1, 9), st.integers(0, 9), st.integers(0, 9))
 def test_split_anywhere_merges_back(w, h, cx, cy):

@@ -5,14 +5,14 @@ The detector's defaults (detect/detector.py DetectParams) were set while the dem
 at 800 x 800 px (tiles of 512 px) go through the whole quarter (run_quarter, one worker) and
 are scored against the generator's own truth with pipeline.evaluate.
 
-Bounds, from the red-team measurement of 12 seeds (201-212) at this size with this generator:
-per seed recall 0.897 +- 0.091 (min 0.682), precision 0.401 +- 0.048 (min 0.333); pooled over
-any two of the 12 seeds, recall >= 0.750 and precision >= 0.341. The seeds here, 201 + 202,
-measured recall 0.905 and precision 0.396. The bounds are the worst pair's recall, 0.75
-(2.4 standard deviations of a two-seed pool below the measured value), and precision 0.30
-(2.9 below it). Precision is low on purpose of the data, not of the test: harvested fields that
-are already ploughed, and flooded paddies outside a narrow range of seedling cover, come out
-as change (see the red-team report); raise the bounds when the detector handles them.
+Bounds, measured over 12 seeds (201-212) at this size with this generator (2026-11-22, after
+the harvest rule learnt soil colour and the flood rule McFeeters' water line): pooled recall
+0.907 and precision 0.666; per seed recall 0.73-1.0, precision 0.50-0.91. Before that change the
+same seeds gave recall 0.897 and precision 0.401. Here 201 + 202 pool to recall 0.929 and
+precision 0.636. The bounds are the worst pair of the 12: recall 0.773 (212 + 205) and precision
+0.526 (201 + 208), each rounded down: 0.75 and 0.50. Precision is still short of the 0.8 goal
+because muddy flooded paddies without seedlings (NDVI about -0.33) look like deep new ponds to
+the flood rule; raise the bounds when the detector tells them apart.
 
 The third test holds what already works: crop vigour changes on parcels without a seasonal
 event give no false polygon (measured: 1 of 5,519 such parcels over 20 scenes).
@@ -34,7 +34,7 @@ SEEDS = (201, 202)
 SIZE, TILE = 800, 512
 QUARTER = "2026Q3"
 RECALL_BOUND = 0.75
-PRECISION_BOUND = 0.30
+PRECISION_BOUND = 0.50
 UNCHANGED_FALSE_SHARE = 0.01
 
 
