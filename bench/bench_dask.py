@@ -18,8 +18,8 @@ of one province quarter (120 Gpx per date at 2 m) on 1, 16, 64 and 256 cores.
 
 Usage::
 
-    python bench/bench_dask.py                         # 2000 x 2000 px, tiles of 500 (16 tiles)
-    python bench/bench_dask.py --size 4000 --tile 1000 --repeat 3
+    python bench/bench_dask.py                         # 4000 x 4000 px, tiles of 1000 (16 tiles)
+    python bench/bench_dask.py --size 2000 --tile 500  # quicker; per-task costs weigh more
 """
 from __future__ import annotations
 
@@ -117,9 +117,9 @@ def time_on_cluster(tasks: list, workers: int, repeat: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=2000, help="scene edge in pixels (2 m)")
-    ap.add_argument("--tile", type=int, default=500, help="tile edge in pixels")
-    ap.add_argument("--repeat", type=int, default=2, help="timed passes; the best is kept")
+    ap.add_argument("--size", type=int, default=4000, help="scene edge in pixels (2 m)")
+    ap.add_argument("--tile", type=int, default=1000, help="tile edge in pixels")
+    ap.add_argument("--repeat", type=int, default=3, help="timed passes; the best is kept")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/tianyan_bench"), help="cache folder")
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
