@@ -54,7 +54,8 @@ class DetectParams:
         residue_ndvi: NDVI that stubble and ploughed soil keep (the soil line);
         soil_redness: (red - blue) / (red + blue) of field soil and straw after a harvest
         (iron oxides, dry straw; panels, asphalt, concrete, blue steel and water are
-        greyer or bluer); farm_ndvi: NDVI of
+        greyer or bluer; without a blue band the tint reads 1 and always passes);
+        farm_ndvi: NDVI of
         crop or soil that can be flooded; wet_ndwi / flood_ndvi: a flooded paddy
         is wet (NDWI above wet_ndwi) with NDVI above deep open water (flood_ndvi); crop_bright_max: brightening
         above which a crop-like change is no longer seasonal; crop_smooth_px:

@@ -9,7 +9,8 @@ vegetation gain, (3) it is not a seasonal crop cycle: a green crop (NDVI >=
 ``veg_ndvi``) harvested to stubble or ploughed soil (NDVI still >= ``residue_ndvi``,
 the soil line, and red-tinted: (red - blue) / (red + blue) >= ``soil_redness``, as
 laterite and straw are, while solar panels, asphalt, concrete, blue steel and
-water are grey or blue), or a crop or soil
+water are grey or blue; without a blue band the tint cannot be read and the test
+passes), or a crop or soil
 field (NDVI >= ``farm_ndvi``) flooded to a paddy (NDWI > ``wet_ndwi`` while the
 NDVI of the local mean spectrum stays above ``flood_ndvi``: shallow water over mud
 is brighter in red and NIR than a deep new pond); neither applies when the visible brightness rose by
