@@ -4,19 +4,19 @@ Morphology runs on the halo arrays (so core pixels see their true neighbours);
 components and polygons are built on the core only and cut at its edge. Every
 statistic is carried as an additive sum (``ADDITIVE``) so that the parts of an
 object cut by tile edges merge exactly in ``detect.merge``. Polygons are in the
-processing CRS, built by ``rasterio.features.shapes`` with 4-connectivity and
-holes kept.
+processing CRS, traced by ``detect.polygonize`` along the edges of the 4-connected
+regions, holes kept.
 """
 from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
-import rasterio.features
 import scipy.ndimage
 import shapely
 from affine import Affine
 
 from detect import kernels
+from detect.polygonize import polygons
 
 ADDITIVE = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA", "S_BRIA",
             "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG")
@@ -114,12 +114,7 @@ def tile_objects(layers, valid, core, transform, crs) -> gpd.GeoDataFrame:
     cols_out = {name: sums[:, k].astype(np.int64) if name.startswith("N") else sums[:, k]
                 for k, name in enumerate(_SUM_COLUMNS)}
     core_transform = Affine(*transform[:6]) * Affine.translation(cols.start, rows.start)
-    geoms = [None] * n
-    for geom, value in rasterio.features.shapes(lab.astype(np.int32, copy=False), mask=m,
-                                                connectivity=4, transform=core_transform):
-        k = int(value) - 1
-        poly = shapely.geometry.shape(geom)
-        geoms[k] = poly if geoms[k] is None else shapely.union(geoms[k], poly)
+    geoms = polygons(lab, n, core_transform)
     px_area = abs(core_transform.a * core_transform.e - core_transform.b * core_transform.d)
     cols_out["PX_AREA"] = np.full(n, px_area)
     cols_out = {c: cols_out[c] for c in (*ADDITIVE, "PX_AREA")}

@@ -1,0 +1,100 @@
+"""The edge-tracing polygonizer against GDAL's (rasterio.features.shapes) and hand-drawn cases."""
+import numpy as np
+import pytest
+import rasterio.features
+import scipy.ndimage
+import shapely
+from affine import Affine
+
+from detect.polygonize import polygons, trace_rings
+
+CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+T = Affine(2.0, 0.0, 500000.0, 0.0, -2.0, 2500000.0)
+
+
+def _label(mask):
+    return scipy.ndimage.label(np.asarray(mask, bool), structure=CROSS)
+
+
+def _gdal(lab, n, transform):
+    """GDAL's 4-connected polygons of each label, unioned per label."""
+    out = [None] * n
+    for geom, value in rasterio.features.shapes(lab.astype(np.int32), mask=lab > 0,
+                                                connectivity=4, transform=transform):
+        k = int(value) - 1
+        poly = shapely.geometry.shape(geom)
+        out[k] = poly if out[k] is None else shapely.union(out[k], poly)
+    return np.array(out, dtype=object)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_masks_equal_gdal(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 48, 2)
+    mask = rng.random((h, w)) < rng.uniform(0.2, 0.8)
+    if seed % 2:
+        mask = scipy.ndimage.binary_opening(mask)   # blobs with holes, not only speckle
+    lab, n = _label(mask)
+    transform = T if seed % 3 else Affine(0.5, 0.1, 10.0, -0.05, -0.5, 20.0)  # also a skewed grid
+    got = polygons(lab, n, transform)
+    ref = _gdal(lab, n, transform)
+    assert len(got) == n
+    assert shapely.is_valid(got).all()
+    px = abs(transform.determinant)
+    # same point sets (up to rounding of the skewed corners), same holes
+    assert (shapely.area(shapely.symmetric_difference(got, ref)) < 1e-9 * px).all()
+    assert (shapely.get_num_interior_rings(got) == shapely.get_num_interior_rings(ref)).all()
+    np.testing.assert_allclose(shapely.area(got), np.bincount(lab.ravel(), minlength=n + 1)[1:] * px)
+
+
+def test_l_shape_vertices_by_hand():
+    # X X
+    # X .      -> an L of three pixels: six corners, clockwise on the image from the top left
+    lab = np.array([[1, 1], [1, 0]], dtype=np.int32)
+    xy, ring_label, offsets = trace_rings(lab)
+    assert ring_label.tolist() == [1] and offsets.tolist() == [0, 7]
+    assert xy.tolist() == [[0, 0], [2, 0], [2, 1], [1, 1], [1, 2], [0, 2], [0, 0]]
+
+
+def test_hole_touching_the_shell_at_a_corner_is_a_valid_hole():
+    # the inner gap (1,1),(1,2),(2,1) touches the outside only at the corner between
+    # pixels (1,3) and (2,2): for 4-connected objects it is a hole
+    mask = np.array([[1, 1, 1, 1],
+                     [1, 0, 0, 1],
+                     [1, 0, 1, 0],
+                     [1, 1, 1, 0]], dtype=bool)
+    lab, n = _label(mask)
+    assert n == 1
+    (poly,) = polygons(lab, n, Affine.identity())
+    assert poly.is_valid
+    assert len(poly.interiors) == 1 and shapely.Polygon(poly.interiors[0]).area == 3
+    assert poly.area == 11
+
+
+def test_two_objects_touching_at_a_corner_stay_two():
+    lab, n = _label([[1, 0], [0, 1]])
+    assert n == 2
+    got = polygons(lab, n, Affine.identity())
+    assert [p.area for p in got] == [1, 1]
+    assert shapely.touches(got[0], got[1])
+
+
+def test_nested_objects_island_in_a_hole():
+    mask = np.zeros((7, 7), bool)
+    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True   # a frame
+    mask[3, 3] = True                                              # an island in its hole
+    lab, n = _label(mask)
+    frame, island = polygons(lab, n, Affine.identity())
+    assert frame.area == 24 and len(frame.interiors) == 1
+    assert shapely.Polygon(frame.interiors[0]).area == 25
+    assert island.area == 1 and frame.disjoint(island)
+
+
+def test_no_labels_gives_no_polygons():
+    assert len(polygons(np.zeros((3, 3), np.int32), 0, T)) == 0
+
+
+def test_missing_label_is_refused():
+    lab = np.array([[1, 0, 3]], dtype=np.int32)
+    with pytest.raises(ValueError, match="labels must be 1..3"):
+        polygons(lab, 3, T)
