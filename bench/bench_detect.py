@@ -6,7 +6,9 @@ Prints, all measured in this run:
 2. the whole detector on an in-memory 4-band pair: fit_model on every 4th pixel +
    detect_tile + tile_objects, Mpx/s by wall clock and by CPU time of all threads (the
    machine may be shared); fit_model on the whole pair as a scene sample with its IR-MAD
-   iterations. Run twice: with glibc's defaults, where a tile's ~33 bytes/px of fresh
+   iterations; detect + objects alone, as the pipeline runs each tile (the model is fitted
+   once per scene); and a pass that only reads the pair (the memory-bandwidth floor of
+   any pass over it). Run twice: with glibc's defaults, where a tile's ~33 bytes/px of fresh
    output layers are page-faulted on every call, and in a child process that keeps freed
    memory in the heap (MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_), as a worker
    that processes tile after tile can;
@@ -145,6 +147,21 @@ def bench_kernels(size, repeat, np_repeat):
     pair("object_sums (12 sums)", kernels.object_sums, np_sums, lab, 300, *layers)
 
 
+@numba.njit(parallel=True, cache=True)
+def kernels_read_pair(x, y):
+    """Sum of every band of both dates per row: the memory traffic of reading the pair once,
+    the floor under any pass over it (printed as the detector's ceiling on this machine)."""
+    h = x.shape[1]
+    out = np.zeros(h)
+    for i in numba.prange(h):
+        s = 0.0
+        for b in range(x.shape[0]):
+            for j in range(x.shape[2]):
+                s += x[b, i, j] + y[b, i, j]
+        out[i] = s
+    return out
+
+
 def detector_figures(size, repeat):
     """The whole detector in this process; returns a dict of seconds and counts."""
     x, y, valid = make_pair(size, seed=1)
@@ -165,11 +182,14 @@ def detector_figures(size, repeat):
                             "EPSG:4545")
 
     allw = best_of(whole, repeat=repeat)
+    tile = best_of(lambda: tile_objects(detect_tile(x, y, valid, BANDS, model, params), valid,
+                                        core, tr, "EPSG:4545"), repeat=repeat)
+    touch = best_of(kernels_read_pair, x, y, repeat=repeat)
     scene = best_of(fit_model, x, y, valid, BANDS, params, repeat=max(1, repeat - 1))
     return {"size": size, "threads": numba.get_num_threads(), "iterations": model.iterations,
             "converged": model.converged, "scene_iterations": scene[2].iterations,
             "objects": len(allw[2]), "fit": fit[:2], "detect": det[:2], "objects_t": obj[:2],
-            "whole": allw[:2], "scene": scene[:2]}
+            "whole": allw[:2], "tile": tile[:2], "touch": touch[:2], "scene": scene[:2]}
 
 
 def print_detector(f, label):
@@ -180,7 +200,8 @@ def print_detector(f, label):
           f"{f['iterations']} iterations")
     print("  (Mpx/s of the pair; cpu = CPU time of all threads)")
     for name, key in (("fit_model (every 4th px)", "fit"), ("detect_tile", "detect"),
-                      ("tile_objects", "objects_t"), ("fit + detect + objects", "whole")):
+                      ("tile_objects", "objects_t"), ("fit + detect + objects", "whole"),
+                      ("detect + objects", "tile"), ("(only reading the pair)", "touch")):
         w, c = f[key]
         print(f"  {name:<26} {w:7.3f} s wall {rate(w)} Mpx/s   {c:7.3f} s cpu {rate(c)} Mpx/cpu-s")
     w, c = f["scene"]

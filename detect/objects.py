@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
-import scipy.ndimage
 import shapely
 from affine import Affine
 
 from detect import kernels
+from detect.components import label4
 from detect.polygonize import polygons
 
 ADDITIVE = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA", "S_BRIA",
@@ -28,9 +28,6 @@ _LAYERS = ("probability", "d_ndvi", "d_ndwi", "d_bright", "ndvi_after", "ndwi_af
 _SUM_COLUMNS = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA", "S_BRIA",
                 "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG")
 """The columns of ``kernels.object_sums``: pixel count, sums of the layers (S_BRIA2: squares)."""
-
-_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-
 
 def square_offsets(size):
     """(lo, hi) offsets of a square structuring element of ``size`` pixels per side."""
@@ -109,7 +106,7 @@ def tile_objects(layers, valid, core, transform, crs) -> gpd.GeoDataFrame:
     m = np.ascontiguousarray(layers.changed[rs, cs] & np.asarray(valid, bool)[rs, cs])
     if not m.any():
         return empty_parts(crs)
-    lab, n = scipy.ndimage.label(m, structure=_CROSS)
+    lab, n = label4(m)
     sums = kernels.object_sums(lab, n, *(getattr(layers, a)[rs, cs] for a in _LAYERS))
     cols_out = {name: sums[:, k].astype(np.int64) if name.startswith("N") else sums[:, k]
                 for k, name in enumerate(_SUM_COLUMNS)}

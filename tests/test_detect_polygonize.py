@@ -1,4 +1,5 @@
-"""The edge-tracing polygonizer against GDAL's (rasterio.features.shapes) and hand-drawn cases."""
+"""Components and outlines of change objects: the Numba labelling against SciPy's, the
+edge-tracing polygonizer against GDAL's (rasterio.features.shapes), and hand-drawn cases."""
 import numpy as np
 import pytest
 import rasterio.features
@@ -6,6 +7,7 @@ import scipy.ndimage
 import shapely
 from affine import Affine
 
+from detect.components import label4
 from detect.polygonize import polygons, trace_rings
 
 CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
@@ -14,6 +16,24 @@ T = Affine(2.0, 0.0, 500000.0, 0.0, -2.0, 2500000.0)
 
 def _label(mask):
     return scipy.ndimage.label(np.asarray(mask, bool), structure=CROSS)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_label4_equals_scipy(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 64, 2)
+    mask = rng.random((h, w)) < rng.uniform(0.1, 0.9)
+    lab, n = label4(mask)
+    ref, n_ref = _label(mask)
+    assert n == n_ref
+    np.testing.assert_array_equal(lab, ref)
+
+
+def test_label4_checkerboard_every_pixel_its_own_object():
+    mask = np.indices((64, 65)).sum(0) % 2 == 0    # the most components a mask can have
+    lab, n = label4(mask)
+    assert n == mask.sum()
+    assert sorted(lab[mask].tolist()) == list(range(1, n + 1))
 
 
 def _gdal(lab, n, transform):
