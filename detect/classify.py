@@ -28,7 +28,9 @@ Confidence: two independent signals per object, the statistical one P_MEAN
 (mean chi-square probability of change) and the physical one EVIDF (fraction of
 pixels with a strong land-use index signature). ZXD = P_MEAN * (0.5 + 0.5
 EVIDF); ZXDJ 高 when both agree (P_MEAN >= HIGH_P and EVIDF >= HIGH_EVID),
-中 when one of them does, else 低.
+中 when one of them does, else 低. A third signal comes later, in the overlay stage, when the
+registry has the previous quarter: the same ground was issued as changed then too (persistence,
+:func:`with_persistence`); any two of the three give 高.
 """
 from __future__ import annotations
 
@@ -134,10 +136,38 @@ def classify(objects: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
                      ["KT", "GF", "DL", "TD", "20", "TD", "YH"], default="QT")
     out["TBLX"] = tblx.astype(object)
 
-    p = mean["P_MEAN"]
-    e = mean["EVIDF"]
-    out["ZXD"] = np.clip(p * (0.5 + 0.5 * e), 0.0, 1.0)
-    stat_ok = p >= HIGH_P
-    idx_ok = e >= HIGH_EVID
-    out["ZXDJ"] = np.where(stat_ok & idx_ok, "高", np.where(stat_ok | idx_ok, "中", "低")).astype(object)
+    out["ZXD"] = np.clip(mean["P_MEAN"] * (0.5 + 0.5 * mean["EVIDF"]), 0.0, 1.0)
+    out["ZXDJ"] = confidence_level(mean["P_MEAN"], mean["EVIDF"])
+    return out
+
+
+def confidence_level(p_mean, evidf, persistent=None) -> np.ndarray:
+    """ZXDJ from the independent signals that hold: 高 for two or more, 中 for one, 低 for none.
+
+    The signals: the chi-square test (P_MEAN >= HIGH_P), the index rule (EVIDF >= HIGH_EVID) and,
+    when given, ``persistent`` (bool per object: the previous quarter's change polygons cover it).
+    """
+    votes = ((np.asarray(p_mean, dtype=np.float64) >= HIGH_P).astype(int)
+             + (np.asarray(evidf, dtype=np.float64) >= HIGH_EVID).astype(int))
+    if persistent is not None:
+        votes = votes + np.asarray(persistent, dtype=bool).astype(int)
+    return np.select([votes >= 2, votes == 1], ["高", "中"], default="低").astype(object)
+
+
+def with_persistence(changes: gpd.GeoDataFrame, previous_quarter: str) -> gpd.GeoDataFrame:
+    """ZXDJ again, with persistence as a third signal: QQJCBH (set by the registry match) names a
+    polygon of ``previous_quarter`` (e.g. "2026Q2"; JCBH = XZQDM + quarter + sequence).
+
+    A change seen at the same place in two successive quarters is ongoing work on the ground
+    (earth moving, then a building), which neither of this quarter's spectral signals knows.
+    Rows without P_MEAN / EVIDF (objects from elsewhere) keep their ZXDJ.
+    """
+    if not len(changes) or not {"P_MEAN", "EVIDF", "QQJCBH"} <= set(changes.columns):
+        return changes
+    out = changes.copy()
+    qq = out["QQJCBH"].fillna("").astype(str)
+    persistent = (qq.str.len() == 17) & (qq.str.slice(6, 12) == previous_quarter)
+    known = out["P_MEAN"].notna() & out["EVIDF"].notna()
+    level = confidence_level(out["P_MEAN"].fillna(0.0), out["EVIDF"].fillna(0.0), persistent.to_numpy())
+    out["ZXDJ"] = np.where(known.to_numpy(), level, out["ZXDJ"].to_numpy(dtype=object))
     return out

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from rasterio.windows import Window
 
-from detect.classify import classify
+from detect.classify import classify, with_persistence
 from detect.detector import HALO_PX, ChangeModel, DetectParams, detect_tile, fit_model
 from detect.merge import apply_mmu, merge_seams
 from detect.objects import tile_objects
@@ -241,6 +241,8 @@ def stage_overlay(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, out
     # registry: QQJCBH from earlier quarters (before priority: a repeat scores higher);
     # repeats of polygons judged 合法 / 伪变化 that did not grow are not issued again
     gdf, suppressed = link_to_earlier(rd.workdir, gdf, str(quarter), cfg.registry)
+    # the previous quarter's polygon at the same place: a third signal for ZXDJ (before priority)
+    gdf = with_persistence(gdf, str(quarter.previous()))
     gdf = prioritize(gdf, weights)
     gdf["QSX"] = manifest["dates"]["before"]
     gdf["HSX"] = manifest["dates"]["after"]

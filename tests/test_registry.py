@@ -264,6 +264,43 @@ def test_overlay_stage_links_suppresses_and_scores_repeats(tmp_path):
     assert sorted(on["JCBH"]) == ["4505022026Q300001", "4505022026Q300002"]       # no gap for it
 
 
+@pytest.mark.parametrize("p_mean, evidf, persistent, level", [
+    (0.995, 0.6, None, "高"), (0.995, 0.2, None, "中"), (0.5, 0.2, None, "低"),
+    (0.995, 0.2, True, "高"), (0.5, 0.6, True, "高"), (0.5, 0.2, True, "中"), (0.995, 0.2, False, "中")])
+def test_confidence_level_counts_independent_signals(p_mean, evidf, persistent, level):
+    from detect.classify import confidence_level
+
+    got = confidence_level([p_mean], [evidf], None if persistent is None else [persistent])
+    assert got.tolist() == [level]
+
+
+def test_persistence_with_the_previous_quarter_raises_zxdj(tmp_path):
+    """Chi-square alone gives 中; covering a 2026Q2 polygon gives 高 in 2026Q3, a 2026Q1 one not."""
+    from pipeline.quarter import Quarter
+    from pipeline.rundir import RunDir
+    from pipeline.stages import Outcome, read_changes, stage_overlay
+
+    county = gpd.GeoDataFrame({"XZQDM": ["450502"], "XZQMC": ["海城区"]},
+                              geometry=[sq(-1000, -1000, 5000)], crs=CRS).to_crs(4490)
+    county.to_file(tmp_path / "xzq.gpkg", layer="XZQ", driver="GPKG")
+    cfg = config_from_dict({"imagery": {"before": "a", "after": "b"}, "run": {"workdir": "runs"},
+                            "layers": {"counties": {"path": "xzq.gpkg", "layer": "XZQ"}}},
+                           tmp_path / "c.toml")
+    geoms = [sq(10, 10, 80), sq(510, 10, 60), sq(1500, 1500, 40)]
+    objects = gpd.GeoDataFrame({"TBLX": ["20"] * 3, "P_MEAN": [0.999] * 3, "EVIDF": [0.1] * 3,
+                                "ZXD": [0.55] * 3, "ZXDJ": ["中"] * 3}, geometry=geoms, crs=CRS)
+    reg = pd.concat([earlier([("4505022026Q200001", sq(0, 0, 100), "")], quarter="2026Q2"),
+                     earlier([("4505022026Q100001", sq(500, 0, 100), "")], quarter="2026Q1")])
+    write_registry(gpd.GeoDataFrame(reg, crs=REGISTRY_CRS), registry_path(cfg.workdir))
+    rd = RunDir(cfg.workdir, "2026Q3")
+    rd.create()
+    objects.to_parquet(rd.path / "objects.parquet")
+    stage_overlay(cfg, Quarter(2026, 3), rd, {"dates": {"before": "2026-05-01", "after": "2026-08-01"}},
+                  Outcome())
+    got = read_changes(rd.path / "changes.gpkg").set_index("QQJCBH")["ZXDJ"].to_dict()
+    assert got == {"4505022026Q200001": "高", "4505022026Q100001": "中", "": "中"}
+
+
 # ---------------------------------------------------------------------------------------------
 PARCELS = DATA / "parcels_france" / "import-gpkg-test.gpkg"
 
