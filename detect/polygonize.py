@@ -11,8 +11,10 @@ else goes straight, else turns right. Two pixels of one region that touch only a
 thereby passed through (8-connected tracing). The labels come from 4-connected labelling, so two
 such pixels always belong to one region that is connected around the corner too, and the result
 is always a valid polygon: the corner becomes a point where a hole touches the shell or another
-hole, never a ring touching itself. The first ring found for a label (scanning rows from the top)
-starts on the top edge of its first pixel and is the shell; every later ring of it is a hole.
+hole, never a ring touching itself. Every ring goes north somewhere, up the left side of a pixel
+that starts a run of its label, so only those pixels are tried as starts. The first ring found
+for a label (scanning rows from the top) runs up the left side of its first pixel and is the
+shell; every later ring of it is a hole.
 """
 from __future__ import annotations
 
@@ -49,71 +51,63 @@ def trace_rings(lab):
     """
     h, w = lab.shape
     dr, dc = _DR, _DC
-    n_edges = 0
+    npix = 0
     for i in range(h):
         for j in range(w):
-            label = lab[i, j]
-            if label <= 0:
-                continue
-            for d in range(4):
-                a = (d + 3) % 4
-                if not _inside_label(lab, i + dr[a], j + dc[a], label):
-                    n_edges += 1
-    # a ring has >= 4 edges and at most one vertex per edge, plus its closing vertex
-    max_rings = n_edges // 4 + 1
-    xy = np.empty((n_edges + max_rings, 2))
+            if lab[i, j] > 0:
+                npix += 1
+    # every pixel has at most 4 boundary edges; a ring has >= 4 edges and at most one vertex
+    # per edge, plus its closing vertex
+    max_edges = 4 * npix
+    max_rings = npix + 1
+    xy = np.empty((max_edges + max_rings, 2))
     ring_label = np.empty(max_rings, np.int64)
     ring_offsets = np.zeros(max_rings + 1, np.int64)
-    er = np.empty(n_edges + 1, np.int64)
-    ec = np.empty(n_edges + 1, np.int64)
-    ed = np.empty(n_edges + 1, np.int64)
+    er = np.empty(max_edges + 1, np.int64)
+    ec = np.empty(max_edges + 1, np.int64)
+    ed = np.empty(max_edges + 1, np.int64)
     visited = np.zeros((h, w), np.uint8)
     nv = 0
     nr = 0
+    d0 = 3          # every ring has a northward edge: up the left side of a pixel that starts a run
     for i in range(h):
         for j in range(w):
             label = lab[i, j]
-            if label <= 0:
+            if label <= 0 or (j > 0 and lab[i, j - 1] == label) or visited[i, j] & (1 << d0):
                 continue
-            for d0 in range(4):
-                if visited[i, j] & (1 << d0):
-                    continue
-                a = (d0 + 3) % 4
-                if _inside_label(lab, i + dr[a], j + dc[a], label):
-                    continue                        # not a boundary edge
-                r, c, d, m = i, j, d0, 0
-                while True:
-                    if m > n_edges:
-                        raise RuntimeError("trace_rings: boundary walk did not close")
-                    visited[r, c] |= np.uint8(1 << d)
-                    er[m] = r
-                    ec[m] = c
-                    ed[m] = d
-                    m += 1
-                    left = (d + 3) % 4
-                    fr, fc = r + dr[d], c + dc[d]           # the pixel ahead, same side
-                    lr, lc = fr + dr[left], fc + dc[left]   # the pixel ahead, across the edge
-                    if _inside_label(lab, lr, lc, label):
-                        r, c, d = lr, lc, left              # turn left
-                    elif _inside_label(lab, fr, fc, label):
-                        r, c = fr, fc                       # straight on
-                    else:
-                        d = (d + 1) % 4                     # turn right, same pixel
-                    if r == i and c == j and d == d0:
-                        break
-                start = nv
-                for k in range(m):
-                    if ed[k] != ed[k - 1 if k > 0 else m - 1]:
-                        # the edge's first corner: top-left of the pixel moved by the direction
-                        xy[nv, 0] = ec[k] + (1 if ed[k] == 1 or ed[k] == 2 else 0)
-                        xy[nv, 1] = er[k] + (1 if ed[k] == 2 or ed[k] == 3 else 0)
-                        nv += 1
-                xy[nv, 0] = xy[start, 0]
-                xy[nv, 1] = xy[start, 1]
-                nv += 1
-                ring_label[nr] = label
-                nr += 1
-                ring_offsets[nr] = nv
+            r, c, d, m = i, j, d0, 0
+            while True:
+                if m > max_edges:
+                    raise RuntimeError("trace_rings: boundary walk did not close")
+                visited[r, c] |= np.uint8(1 << d)
+                er[m] = r
+                ec[m] = c
+                ed[m] = d
+                m += 1
+                left = (d + 3) % 4
+                fr, fc = r + dr[d], c + dc[d]           # the pixel ahead, same side
+                lr, lc = fr + dr[left], fc + dc[left]   # the pixel ahead, across the edge
+                if _inside_label(lab, lr, lc, label):
+                    r, c, d = lr, lc, left              # turn left
+                elif _inside_label(lab, fr, fc, label):
+                    r, c = fr, fc                       # straight on
+                else:
+                    d = (d + 1) % 4                     # turn right, same pixel
+                if r == i and c == j and d == d0:
+                    break
+            start = nv
+            for k in range(m):
+                if ed[k] != ed[k - 1 if k > 0 else m - 1]:
+                    # the edge's first corner: top-left of the pixel moved by the direction
+                    xy[nv, 0] = ec[k] + (1 if ed[k] == 1 or ed[k] == 2 else 0)
+                    xy[nv, 1] = er[k] + (1 if ed[k] == 2 or ed[k] == 3 else 0)
+                    nv += 1
+            xy[nv, 0] = xy[start, 0]
+            xy[nv, 1] = xy[start, 1]
+            nv += 1
+            ring_label[nr] = label
+            nr += 1
+            ring_offsets[nr] = nv
     return xy[:nv], ring_label[:nr], ring_offsets[:nr + 1]
 
 
