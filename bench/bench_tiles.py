@@ -12,7 +12,11 @@ the detector). Printed per run:
 * peak RSS: the largest process of the run, from ``getrusage(RUSAGE_CHILDREN)`` of a wrapper
   process that only ran it (goal: flat with size, under 1.5 GB with the default tile size);
 * plan and detect seconds; detect throughput in Mpx/s per date (read both dates, detect,
-  polygonize, write part files) and the detect stage's seconds inside ``tiles.reader``;
+  polygonize, write part files) and the seconds the detect stage's tasks waited for
+  ``tiles.reader`` (the tiles' ``read_s``). With ``--workers 1`` the next tile is read in a
+  background thread while the current one is detected (``tiles.prefetch``), so that column is
+  the part of the reads that detection did not hide; with a process pool each worker reads its
+  own tiles, and it is all of them;
 * read-only throughput and the ratio detect / read (goal >= 0.7 on DEFLATE).
 
 Nothing is asserted: the figures are printed. Usage::
@@ -208,7 +212,8 @@ def main() -> None:
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)
     print("ratio = detection throughput / read-only throughput (same files, tiles and processes);\n"
-          "(in read) = seconds of the detect stage spent in tiles.reader (summed over tiles);\n"
+          "(in read) = seconds the detect stage's tasks waited for tiles.reader (summed over tiles;\n"
+          "  with 1 worker the next tile is read while the current one is detected: the reads not hidden);\n"
           "peak RSS = largest process of the run (plan + detect + read).")
 
 

@@ -2,6 +2,9 @@
 so any stage can be rerun (``--from``) and a killed run resumes where it stopped.
 
 plan -> detect (per tile, in parallel) -> merge -> overlay -> batches -> export
+
+With one worker the detect stage runs its tiles in this process and reads the next tile in a
+background thread while the current one is detected (:mod:`tiles.prefetch`).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import geopandas as gpd
 import numpy as np
@@ -30,6 +34,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.batches import assign_batches
 from pipeline.package.chip_reader import grid_chip_reader
 from pipeline.config import Config
+from pipeline.cluster.settings import choose_executor
 from pipeline.executor import default_workers, run_tasks
 from pipeline.package import write_county_package
 from pipeline.quarter import Quarter
@@ -39,7 +44,8 @@ from pipeline.schema import VERDICT_FIELDS, order_columns
 from tiles.errors import InputError, InputFileError, TianyanError
 from tiles.grid import Grid, Tile, make_grid, make_tiles
 from tiles.imagery import DateImagery, check_pair, open_config_date
-from tiles.reader import has_common_data, read_pair
+from tiles.prefetch import Prefetcher
+from tiles.reader import has_common_data, pair_scenes, read_pair
 from tiles.sample import sample_pair
 
 log = logging.getLogger("tianyan")
@@ -148,21 +154,31 @@ def _worker_plan(run_path: str):
 
 
 def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: ChangeModel,
-                 params: DetectParams, tile: Tile, resampling: str = "bilinear"):
+                 params: DetectParams, tile: Tile, resampling: str = "bilinear", *,
+                 read: Callable[[], tuple] | None = None):
     """Read a tile with its halo, detect, and polygonize its core.
 
     Returns ``(parts, layers, valid, read_seconds)``; ``layers`` is None when the core holds no
     valid pixel (nothing is detected there, and nothing beyond the read is computed).
     ``read_seconds`` is None when the scenes' footprints show no data of both dates in the core:
-    then no file is opened at all.
+    then no file is opened at all. ``read``, when given, returns the tile's ``read_pair``
+    result instead of reading here: the ``result`` of a read already started in another thread
+    (a read error is raised here, for this tile); ``read_seconds`` is then the time this
+    thread waited for it, not the time the read took.
     """
     empty = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
     if not has_common_data(before, after, grid, tile.core):
         empty["TILE"] = tile.id
         return empty, None, np.zeros((int(tile.halo.height), int(tile.halo.width)), bool), None
     t0 = time.perf_counter()
-    b, a, valid = read_pair(before, after, grid, tile.halo, resampling=resampling)
+    if read is None:
+        b, a, valid = read_pair(before, after, grid, tile.halo, resampling=resampling)
+    else:
+        b, a, valid = read()
     t_read = time.perf_counter() - t0
+    # a read-ahead hands over the files' integers (read_pair native=True): converted here, in
+    # the thread that has time while the reading thread decodes the next tile
+    b, a = b.astype(np.float32, copy=False), a.astype(np.float32, copy=False)
     core = tile.core_in_halo
     layers = None
     if valid[core].any():
@@ -174,18 +190,48 @@ def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: Cha
     return parts, layers, valid, t_read
 
 
-def detect_one_tile(task: tuple[str, dict]) -> dict:
-    """Worker task: process one tile of a run and write its part file atomically."""
-    run_path, t = task
+#: The one-process loop's read-ahead (see stage_detect); only this process's main thread uses it.
+_AHEAD = Prefetcher()
+
+
+def detect_one_tile(task: tuple) -> dict:
+    """Worker task: process one tile of a run and write its part file atomically.
+
+    ``task`` is ``(run path, tile)``, or ``(run path, tile, next tile or None)`` in the
+    one-process loop: then this tile's read may already have been started in the background,
+    and the next tile's read starts there before this tile is detected, so that GDAL decodes
+    it while Numba's kernels work here. The returned ``read_s`` is the time this task waited
+    for its read (all of the read when nothing was read ahead); ``prefetched`` says which.
+    """
+    run_path, t, *ahead = task
     plan, grid, before, after, model, params = _worker_plan(run_path)
     tile = _tile_from_plan(t)
     t0 = time.perf_counter()
-    parts, _, valid, t_read = process_tile(grid, before, after, model, params, tile, plan["resampling"])
+    pending = _AHEAD.take((run_path, tile.id))
+    if ahead and ahead[0] is not None:
+        _read_ahead(run_path, _tile_from_plan(ahead[0]))
+    parts, _, valid, t_read = process_tile(grid, before, after, model, params, tile, plan["resampling"],
+                                           read=pending.result if pending is not None else None)
+    prefetched, pending = pending is not None, None          # let go of the arrays it holds
     with atomic_path(Path(run_path) / "tiles" / f"{tile.id}.parquet") as tmp:
         parts.to_parquet(tmp)
     return {"tile": tile.id, "objects": len(parts), "valid_px": int(valid[tile.core_in_halo].sum()),
-            "skipped": t_read is None, "read_s": round(t_read or 0.0, 3),
+            "skipped": t_read is None, "read_s": round(t_read or 0.0, 3), "prefetched": prefetched,
             "total_s": round(time.perf_counter() - t0, 3)}
+
+
+def _read_ahead(run_path: str, tile: Tile) -> None:
+    """Start ``tile``'s read in the background thread, unless process_tile would read nothing.
+
+    The footprints are tested here, in the calling thread (GEOS prepared geometries are not
+    thread-safe); the thread gets the scenes to read and runs rasterio and NumPy only.
+    """
+    plan, grid, before, after, _, _ = _worker_plan(run_path)
+    if not has_common_data(before, after, grid, tile.core):
+        return
+    _AHEAD.start((run_path, tile.id), read_pair, before, after, grid, tile.halo,
+                 resampling=plan["resampling"], scenes=pair_scenes(before, after, grid, tile.halo),
+                 native=True)
 
 
 def stage_detect(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcome: Outcome,
@@ -195,17 +241,28 @@ def stage_detect(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outc
     workers = workers or cfg.run["workers"] or default_workers()
     workers = min(workers, max(1, len(todo)))
     log.info("detect: %d of %d tiles to do on %d worker(s)", len(todo), len(plan["tiles"]), workers)
-    tasks = [(str(rd.path), t) for t in todo]
+    if workers == 1 and choose_executor(executor, scheduler, cfg.dask) == "local":
+        # One process: each task names the next tile, whose read then runs in a background
+        # thread while this tile is detected. Not with a process pool or Dask: they hand tiles
+        # to whichever worker is free, so the next tile of the list is seldom the next one a
+        # given process gets, and a read ahead would decode it there for nothing.
+        tasks = [(str(rd.path), t, n) for t, n in zip(todo, todo[1:] + [None])]
+    else:
+        tasks = [(str(rd.path), t) for t in todo]
     done = 0
-    for (_, t), result, error in run_tasks(detect_one_tile, tasks, workers, executor=executor, scheduler=scheduler, cfg=cfg):
-        if error is not None:
-            msg = str(error) if isinstance(error, TianyanError) else f"{type(error).__name__}: {error}"
-            outcome.failed_tiles[t["id"]] = msg
-            rd.event("tile_failed", tile=t["id"], error=msg)
-            log.error("tile %s failed: %s", t["id"], msg)
-        else:
-            done += 1
-            rd.event("tile", **result)
+    try:
+        for (_, t, *_), result, error in run_tasks(detect_one_tile, tasks, workers, executor=executor,
+                                                   scheduler=scheduler, cfg=cfg):
+            if error is not None:
+                msg = str(error) if isinstance(error, TianyanError) else f"{type(error).__name__}: {error}"
+                outcome.failed_tiles[t["id"]] = msg
+                rd.event("tile_failed", tile=t["id"], error=msg)
+                log.error("tile %s failed: %s", t["id"], msg)
+            else:
+                done += 1
+                rd.event("tile", **result)
+    finally:
+        _AHEAD.close()                                       # no read outlives the stage
     manifest["failed_tiles"] = outcome.failed_tiles
 
 

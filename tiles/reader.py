@@ -6,6 +6,11 @@ already on the grid (same CRS, pixel size and pixel corners) is read directly, w
 values and less work. Several scenes of one date are mosaicked: the first valid pixel wins, in
 sorted scene order. Only scenes whose footprint meets the window are opened; a failed read
 raises :class:`~tiles.errors.TileError` naming the file and the window.
+
+Thread use: the footprint tests (:func:`pair_scenes`, :func:`has_common_data`) use GEOS prepared
+geometries, which are not thread-safe; the reads themselves are rasterio and NumPy only, and
+GDAL and NumPy release the GIL. So a read given its ``scenes`` (decided in the caller's thread)
+may run in another thread, one dataset handle per read (see :mod:`tiles.prefetch`).
 """
 from __future__ import annotations
 
@@ -36,13 +41,19 @@ def _vrt(src, grid: Grid, resampling: Resampling, nodata, transform: Affine | No
 
 
 def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str = "bilinear",
-              decimate: int = 1, scene_valid: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+              decimate: int = 1, scene_valid: dict | None = None,
+              scenes: list[int] | None = None, native: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Read one date's bands over ``window`` of ``grid``.
 
     Returns ``(data, valid)``: float32 ``(nroles, h, w)`` in the files' units and a bool ``(h, w)``
     mask of pixels with data. ``decimate`` > 1 samples every n-th pixel of the grid (nearest),
     which is how the scene-wide fit sees the whole date at a bounded cost. When ``scene_valid``
     is a dict, each scene read stores its own valid mask there under ``(date.label, scene)``.
+    ``scenes``: indexes into ``date.files`` of the scenes to read, in mosaic order (default: those
+    whose footprint meets the window); given, no footprint is consulted. ``native``: when the
+    window comes from one file already on the grid, in 8- or 16-bit integers, return them as
+    stored (float32 holds each exactly) and leave the conversion to the caller, e.g. to the
+    thread that detects while this one reads the next tile.
     """
     transform, shape, win = grid_view(grid, window, decimate)
     h, w = int(win.height), int(win.width)
@@ -50,21 +61,26 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
     valid = np.zeros((h, w), dtype=bool)
     first = True
     method = Resampling.nearest if decimate > 1 else Resampling[resampling]
-    for i in scenes_meeting(date.footprints, date.files, window_box(grid, window)):
+    if scenes is None:
+        scenes = scenes_meeting(date.footprints, date.files, window_box(grid, window))
+    for i in scenes:
         scene, nodata = date.files[i], date.nodata[i]
         reads = date.scene_reads(scene, nodata)
         bands = None
-        ok = np.ones((h, w), dtype=bool)
+        ok = None                                   # valid in every file of the scene
         for path, positions, indexes, nd in reads:
             try:
                 with rasterio.open(path) as src:
                     if _on_grid(src, grid):
-                        values, good = _read_direct(src, grid, win, indexes, nd, decimate)
+                        dtype = np.float32
+                        if native and len(scenes) == 1 and len(reads) == 1 and decimate <= 1:
+                            dtype = _exact_in_float32(src, indexes, nd)
+                        values, good = _read_direct(src, grid, win, indexes, nd, decimate, dtype)
                     else:
                         with _vrt(src, grid, method, nd, transform, shape) as vrt:
                             values = vrt.read(indexes, window=win, out_dtype="float32")
                             good = vrt.read_masks(indexes[0], window=win) > 0
-                        good &= ~_is_nodata(values, nd)
+                        good &= _has_data(values, nd)
             except RasterioError as exc:
                 cause = exc.__cause__ or exc
                 raise TileError(f"{path}: read failed in window {describe(window)} of the grid: "
@@ -76,7 +92,7 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
                     bands = np.empty((len(date.roles), h, w), dtype=np.float32)
                 for k, pos in enumerate(positions):
                     bands[pos] = values[k]
-            ok &= good
+            ok = good if ok is None else np.logical_and(ok, good, out=ok)
         if scene_valid is not None:
             scene_valid[(date.label, scene)] = ok.copy()
         if first:                                   # take the scene's array as it is
@@ -90,14 +106,27 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
     return data, valid
 
 
-def _is_nodata(values: np.ndarray, nodata) -> np.ndarray:
-    """(h, w): True where any band holds ``nodata`` (NaN-aware)."""
+def _has_data(values: np.ndarray, nodata, out: np.ndarray | None = None) -> np.ndarray:
+    """(h, w): True where no band holds ``nodata`` (NaN-aware), written into ``out`` if given.
+
+    Band by band into one scratch mask: no (n, h, w) temporary and no new mask per band or for
+    the negation (4 x 2064 x 2064 float32: 4.7 ms, against 8.2 ms for ``~any(band == nodata)``).
+    """
+    out = np.empty(values.shape[1:], dtype=bool) if out is None else out
     if nodata is None:
-        return np.zeros(values.shape[1:], dtype=bool)
-    out = np.zeros(values.shape[1:], dtype=bool)
+        out[...] = True
+        return out
     nan = isinstance(nodata, float) and math.isnan(nodata)
-    for band in values:                             # band by band: no (n, h, w) temporary
-        out |= np.isnan(band) if nan else (band == np.float32(nodata))
+    scratch = np.empty(values.shape[1:], dtype=bool) if len(values) > 1 else None
+    for k, band in enumerate(values):
+        target = out if k == 0 else scratch
+        if nan:
+            np.isnan(band, out=target)
+            np.logical_not(target, out=target)
+        else:
+            np.not_equal(band, np.float32(nodata), out=target)
+        if k:
+            out &= scratch
     return out
 
 
@@ -112,13 +141,26 @@ def _on_grid(src, grid: Grid) -> bool:
     return src.crs is not None and src.crs == rasterio.crs.CRS.from_user_input(grid.crs)
 
 
-def _read_direct(src, grid: Grid, win: Window, indexes: list[int], nodata, decimate: int = 1):
+def _exact_in_float32(src, indexes: list[int], nodata):
+    """The bands' common dtype when it is an 8- or 16-bit integer (exact in float32) and the
+    nodata test needs no NaN; else float32."""
+    kinds = {src.dtypes[i - 1] for i in indexes}
+    small = {"uint8", "int8", "uint16", "int16"}
+    if len(kinds) != 1 or not kinds <= small:
+        return np.float32
+    if isinstance(nodata, float) and math.isnan(nodata):
+        return np.float32
+    return np.dtype(kinds.pop())
+
+
+def _read_direct(src, grid: Grid, win: Window, indexes: list[int], nodata, decimate: int = 1,
+                 dtype=np.float32):
     """Read a window of the (decimated) grid from a file on the grid: no resampling; the part
     inside the file is read, the rest is invalid. A decimated read takes the pixel under each
     coarse pixel's centre, as the warper's nearest neighbour does."""
     d = max(1, int(decimate))
     h, w = int(win.height), int(win.width)
-    values = np.zeros((len(indexes), h, w), dtype=np.float32)
+    values = np.zeros((len(indexes), h, w), dtype=dtype)
     good = np.zeros((h, w), dtype=bool)
     col0 = round((src.transform.c - grid.left) / grid.res)
     row0 = round((grid.top - src.transform.f) / grid.res)
@@ -136,15 +178,17 @@ def _read_direct(src, grid: Grid, win: Window, indexes: list[int], nodata, decim
         src.read(indexes, window=part, out=values)  # the whole window: decode straight into it
     else:
         values[:, rs, cs] = src.read(indexes, window=part)[:, ::d, ::d]
-    if nodata is not None and nodata != src.nodata:
-        inside = True                               # nodata given by the config: tested below
-    else:
+    # nodata (the file's or one given by the config) is tested on the values below; a mask
+    # beyond it only when the file has an internal mask or an alpha band
+    inside = None
+    if nodata is None or nodata == src.nodata:
         flags = src.mask_flag_enums[indexes[0] - 1]
-        if MaskFlags.all_valid in flags or MaskFlags.nodata in flags:
-            inside = True                           # the file's nodata: tested below
-        else:                                       # an internal mask or alpha band
+        if not (MaskFlags.all_valid in flags or MaskFlags.nodata in flags):
             inside = src.read_masks(indexes[0], window=part)[::d, ::d] > 0
-    good[rs, cs] = inside & ~_is_nodata(values[:, rs, cs], nodata)
+    sub = good[rs, cs]                              # a view: written in place
+    _has_data(values[:, rs, cs], nodata, out=sub)
+    if inside is not None:
+        sub &= inside
     return values, good
 
 
@@ -169,23 +213,43 @@ def read_cloud(mask_files: list[str], grid: Grid, window: Window, *, decimate: i
 
 
 def read_pair(before: DateImagery, after: DateImagery, grid: Grid, window: Window, *,
-              resampling: str = "bilinear", decimate: int = 1, scene_valid: dict | None = None):
+              resampling: str = "bilinear", decimate: int = 1, scene_valid: dict | None = None,
+              scenes: tuple[list[int], list[int]] | None = None, native: bool = False):
     """Both dates over one window plus the combined mask: valid in both and cloud-free in both.
 
     When the footprints show no common data in the window nothing is read (all invalid).
+    ``scenes``: that decision made beforehand by :func:`pair_scenes` (the scenes of each date to
+    read, none when there is no common data); given, no footprint is consulted, so the read
+    can run in another thread than the one that tests footprints. ``native``: see
+    :func:`read_date` (the arrays may then be 8- or 16-bit integers).
     """
-    if not has_common_data(before, after, grid, window):
+    if scenes is None:
+        scenes = pair_scenes(before, after, grid, window)
+    if not scenes[0] or not scenes[1]:
         _, _, win = grid_view(grid, window, decimate)
         shape = (int(win.height), int(win.width))
         empty = np.zeros((len(before.roles), *shape), np.float32)
         return empty, np.zeros((len(after.roles), *shape), np.float32), np.zeros(shape, bool)
-    b, vb = read_date(before, grid, window, resampling=resampling, decimate=decimate, scene_valid=scene_valid)
-    a, va = read_date(after, grid, window, resampling=resampling, decimate=decimate, scene_valid=scene_valid)
-    valid = vb & va
+    b, vb = read_date(before, grid, window, resampling=resampling, decimate=decimate,
+                      scene_valid=scene_valid, scenes=scenes[0], native=native)
+    a, va = read_date(after, grid, window, resampling=resampling, decimate=decimate,
+                      scene_valid=scene_valid, scenes=scenes[1], native=native)
+    valid = np.logical_and(vb, va, out=vb)
     for masks in (before.cloud_masks, after.cloud_masks):
         if masks and valid.any():
             valid &= ~read_cloud(masks, grid, window, decimate=decimate)
     return b, a, valid
+
+
+def pair_scenes(before: DateImagery, after: DateImagery, grid: Grid,
+                window: Window) -> tuple[list[int], list[int]]:
+    """Indexes of the scenes of each date that :func:`read_pair` reads over ``window``: those whose
+    footprint meets it; none of either date when the footprints show no common data there."""
+    if not has_common_data(before, after, grid, window):
+        return [], []
+    area = window_box(grid, window)
+    return (scenes_meeting(before.footprints, before.files, area),
+            scenes_meeting(after.footprints, after.files, area))
 
 
 def has_common_data(before: DateImagery, after: DateImagery, grid: Grid, window: Window) -> bool:
