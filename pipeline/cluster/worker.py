@@ -7,7 +7,6 @@ threads, so Numba threads x concurrently running tasks <= cores on every machine
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
 import os
@@ -16,6 +15,8 @@ import threading
 from typing import Callable
 
 from distributed import WorkerPlugin
+
+from pipeline.executor import keep_freed_buffers
 
 log = logging.getLogger("tianyan")
 
@@ -134,14 +135,9 @@ def relax_malloc_trim() -> bool:
     buffers for the next tile instead of page-faulting them again.
     Returns True when applied (Linux with glibc, the variable set).
     """
-    if not os.environ.get("MALLOC_TRIM_THRESHOLD_") or not sys.platform.startswith("linux"):
+    if not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # pragma: no cover - not glibc (musl)
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 512 << 20))
+    return keep_freed_buffers()
 
 
 def worker_host(address: str) -> str:
