@@ -451,7 +451,11 @@ def mad_chi2(x, y, idx, valid, mean_x, mean_y, a, b, inv_sigma):
 
 @serial
 def _mad_row(x, y, r, ip, mx, my, ca, cb, m):
-    """The P_MAX (padded) MAD variates of row ``r`` into m (P_MAX, w); SIMD along the row."""
+    """The P_MAX (padded) MAD variates of row ``r`` into m (P_MAX, w); SIMD along the row.
+
+    The ten row views are spelled out here as in :func:`_z_row` on purpose: an inlined helper
+    returning them as a tuple measured 5-7 % slower in mad_chi2 (11.5 -> 12.2 ms per 2048² pair).
+    """
     x0 = x[ip[0], r]
     x1 = x[ip[1], r]
     x2 = x[ip[2], r]
