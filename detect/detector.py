@@ -21,6 +21,7 @@ import numpy as np
 
 from detect import kernels, normalize, rules, statistic
 from detect.indices import ROLES, role_index, used_bands
+from detect.objects import clean_mask
 from tiles.errors import ConfigError, InputError
 
 HALO_PX: int = 8
@@ -339,8 +340,13 @@ def _index_noise(x, y, v, weights, roles, gain, offset, scale):
     return {name: float(sd[k]) for k, name in enumerate(("d_ndvi", "d_ndwi", "d_bright"))}
 
 
-def detect_tile(before, after, valid, bands, model, params) -> ChangeLayers:
+def detect_tile(before, after, valid, bands, model, params, *, reference=None,
+                reference_valid=None, reference_model=None) -> ChangeLayers:
     """Per-pixel change decision and morphology on one tile read with its halo.
+
+    With a reference date (the same season a year earlier), a change is kept only where the
+    reference is not clear or where the after date is new since the reference as well: see
+    :func:`new_since_reference`.
 
     Parameters
     ----------
@@ -353,6 +359,12 @@ def detect_tile(before, after, valid, bands, model, params) -> ChangeLayers:
     model : ChangeModel
         From :func:`fit_model` on the whole scene.
     params : DetectParams
+    reference : numpy.ndarray, optional
+        (nbands, h, w) DN of the reference date on the same grid, same bands.
+    reference_valid : numpy.ndarray, optional
+        (h, w) bool: the reference has data and is cloud-free there.
+    reference_model : ChangeModel, optional
+        From :func:`fit_model` on (reference, after); needed with ``reference``.
 
     Returns
     -------
@@ -377,10 +389,52 @@ def detect_tile(before, after, valid, bands, model, params) -> ChangeLayers:
     changed, evidence, strong = kernels.clean_decision(
         flags, v, params.crop_vote_px, params.require_evidence, vote, params.open_px,
         params.close_px)
+    if reference is not None:
+        changed = new_since_reference(changed, y, v, reference, reference_valid, bands,
+                                      reference_model, params)
     return ChangeLayers(
         changed=changed, probability=prob, d_ndvi=dv, d_ndwi=dw, d_bright=dbr,
         ndvi_after=va, ndwi_after=wa, bright_after=bra, soil_after=sa,
         evidence=evidence, strong=strong, flags=flags)
+
+
+def new_since_reference(changed, after, valid, reference, reference_valid, bands, model,
+                        params):
+    """The reference date's veto against phenology: ``changed`` where the after date is new.
+
+    The reference is the same season a year earlier. A pixel stays changed where the reference
+    is not clear, or where the after date differs from the reference by a land-use change: the
+    chi-square test of ``model`` (fitted on reference and after) is significant and the index
+    changes from the reference show a land-use signature that is not a vegetation gain (the
+    decision's own terms; without ``landuse_rules`` the test alone). Where they do not, the
+    after state was already there at this time last year: a paddy flooded or a field harvested
+    as every year. A new building, road or pond on a field that was cropped a year ago is a
+    change from both dates and stays. The seasonal-crop rules are not applied on this pair:
+    whether a change is a harvest was the two-date decision's question, and their brightness
+    cap depends on the pair's normalisation, so a new earthwork can read as a harvest against
+    a hazier reference. The same opening and closing as the decision follow, so a core pixel
+    still depends only on pixels within ``params.reach_px``. Returns (h, w) bool.
+    """
+    if model is None or reference_valid is None:
+        raise ConfigError("a reference date needs its reference_valid mask and a change model "
+                          "fitted on (reference, after): fit_model(reference, after, ...)")
+    if tuple(bands) != tuple(model.bands):
+        raise ConfigError(f"bands={list(bands)} differ from the reference model's "
+                          f"{list(model.bands)}: refit it with the same bands")
+    r, y, both = _check_arrays(reference, after, np.asarray(reference_valid, bool) & valid, bands)
+    idx, mr, my, a, b, inv_sigma, gain, offset = model.arrays()
+    noise_b = model.noise.get("d_bright", 0.0)
+    rule = rules.rule_vector(params, idx.size, noise_b if np.isfinite(noise_b) else 0.0)
+    *_, flags = kernels.detect_pixels(r, y, both, idx, mr, my, a, b, inv_sigma, gain, offset,
+                                      role_index(bands), float(model.scale), rule,
+                                      params.crop_smooth_px)
+    new = (flags & kernels.FLAG_SIG) > 0
+    if params.landuse_rules:
+        new &= (flags & kernels.FLAG_VEG_GAIN) == 0
+        if params.require_evidence:
+            new &= (flags & kernels.FLAG_EVIDENCE) > 0
+    new = clean_mask(new, both, params.open_px, params.close_px)
+    return changed & (new | ~both)
 
 
 def smoothed_red_nir(y, valid, roles, gain, offset, params):
