@@ -186,13 +186,17 @@ def _summary_text(summary: dict, run_path: Path) -> str:
 @click.option("--min-area", type=click.FloatRange(min=0), help="Minimum mapping unit in m² (default 200).")
 @click.option("--tile-size", type=click.IntRange(min=64), default=2048, show_default=True)
 @click.option("--probability", type=click.Path(dir_okay=False), help="Also write the change probability (COG).")
+@click.option("--reference", type=click.Path(dir_okay=False),
+              help="Optional third date, the same season a year earlier: changes whose after state "
+                   "was already there then (a paddy flooded as every year) are dropped.")
 @handle_errors
-def detect(before, after, out, bands, min_area, tile_size, probability):
+def detect(before, after, out, bands, min_area, tile_size, probability, reference):
     """Detect change on one pair of rasters (no overlay), for ad hoc checks.
 
     \b
     Example:
       tianyan detect before.tif after.tif -o changes.gpkg --bands blue,green,red,nir
+      tianyan detect 2026-05.tif 2026-08.tif --reference 2025-08.tif -o changes.gpkg
     """
     from pipeline.pair import detect_pair
     from tiles.errors import ConfigError
@@ -205,7 +209,7 @@ def detect(before, after, out, bands, min_area, tile_size, probability):
         if bad:
             raise ConfigError(f"--bands: unknown role {bad[0]!r} (use blue, green, red, nir, swir or -)")
     result = detect_pair(before, after, out, bands=roles, min_area_m2=min_area, tile_size=tile_size,
-                         probability=probability)
+                         probability=probability, reference_path=reference)
     click.echo(f"{len(result)} change polygon(s) -> {out}")
 
 

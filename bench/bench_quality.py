@@ -13,6 +13,7 @@ Usage::
     python bench/bench_quality.py                          # seeds 201-206 at 1200 px
     python bench/bench_quality.py --seeds 201 202 --size 800
     python bench/bench_quality.py --set wet_ndwi=0.05 --set mmu_outline_px=0  # [detect] overrides
+    python bench/bench_quality.py --two-dates      # without the reference date a year earlier
 """
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def false_by_story(changes, truth, seasonal) -> Counter:
     touched = gpd.sjoin(ch, truth[["geometry"]], predicate="intersects").cid.unique()
     false = ch[~ch.cid.isin(touched)]
     moved = seasonal[seasonal.BEFORE != seasonal.AFTER]
-    story = moved.assign(story=moved.KIND + ":" + moved.AFTER)[["geometry", "story"]]
+    label = moved.KIND + ":" + moved.AFTER
+    if "REFERENCE" in moved:                   # the parcel's state a year earlier
+        label = label + " (ref " + moved.REFERENCE + ")"
+    story = moved.assign(story=label)[["geometry", "story"]]
     pieces = gpd.overlay(false, story, how="intersection", keep_geom_type=True)
     pieces["a"] = pieces.area
     main = pieces.sort_values("a").drop_duplicates("cid", keep="last").set_index("cid").story
@@ -63,6 +67,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a [detect] key (TOML/JSON value), e.g. wet_ndwi=0.05")
+    ap.add_argument("--two-dates", action="store_true",
+                    help="leave out the demo's reference date (the same season a year earlier)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/tianyan_bench/quality"),
                     help="cache folder for the generated regions")
     args = ap.parse_args()
@@ -80,7 +86,8 @@ def main() -> None:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value)
     print(f"{len(args.seeds)} seed(s) at {args.size} px, tiles of {args.tile}, "
-          f"[detect] overrides {overrides or 'none'}")
+          f"[detect] overrides {overrides or 'none'}, "
+          f"{'two dates' if args.two_dates else 'with the reference date'}")
     pooled = Counter()
     stories = Counter()
     for seed in args.seeds:
@@ -89,6 +96,8 @@ def main() -> None:
             make_demo(root, width=args.size, height=args.size, tile_size=args.tile, seed=seed)
         cfg = load_config(root / "demo.toml")
         cfg.detect.update(overrides)
+        if args.two_dates:
+            cfg.imagery["reference"] = cfg.imagery["cloud_mask_reference"] = ""
         t0 = time.perf_counter()
         rd, outcome = run_quarter(cfg, Quarter.parse(QUARTER), workers=args.workers, fresh=True)
         changes = gpd.read_file(rd.path / "changes.gpkg", layer="changes")

@@ -41,11 +41,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "imagery": {
         "before": "",
         "after": "",
+        "reference": "",      # optional third date: the same season a year earlier
         "bands": ["blue", "green", "red", "nir"],
         "cloud_mask_before": "",
         "cloud_mask_after": "",
+        "cloud_mask_reference": "",
         "before_date": "",
         "after_date": "",
+        "reference_date": "",
         "nodata": -1,         # -1: the files' own nodata
         "resampling": "bilinear",
         "band_files": {},     # role -> what {band} stands for in before/after (one file per band)
@@ -165,7 +168,11 @@ def config_from_dict(raw: dict, path: Path) -> Config:
         if not imagery[key]:
             raise ConfigError(f"{path}: [imagery].{key} is missing (a path or glob such as "
                               f"'imagery/{{quarter}}/*.tif')")
-    for key in ("before", "after", "cloud_mask_before", "cloud_mask_after"):
+    if imagery["cloud_mask_reference"] and not imagery["reference"]:
+        raise ConfigError(f"{path}: [imagery].cloud_mask_reference is set but [imagery].reference "
+                          f"is not: give the reference imagery too, or drop the mask")
+    for key in ("before", "after", "reference", "cloud_mask_before", "cloud_mask_after",
+                "cloud_mask_reference"):
         if imagery[key]:
             imagery[key] = str(base / imagery[key])
     bad = [b for b in imagery["bands"] if b not in BAND_ROLES]

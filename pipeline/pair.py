@@ -1,6 +1,7 @@
 """Ad hoc detection on one pair of raster files (``tianyan detect``): no overlay, no run directory.
 
-The after file is warped onto the before file's grid when they differ. Output: one GeoPackage
+The after file (and the optional reference file, the same season a year earlier) is warped onto
+the before file's grid when they differ. Output: one GeoPackage
 layer ``changes`` with the detector attributes, and optionally the change probability as a
 Cloud-Optimised GeoTIFF.
 """
@@ -19,20 +20,25 @@ from detect.classify import classify
 from detect.detector import HALO_PX, DetectParams
 from detect.merge import apply_mmu, merge_seams
 from pipeline.atomic import atomic_path
-from pipeline.stages import fit_scene_model, process_tile
+from pipeline.stages import Reference, fit_scene_model, process_tile
 from tiles.errors import InputFileError
 from tiles.grid import make_grid, make_tiles
-from tiles.imagery import open_files
+from tiles.imagery import check_pair, open_files
 
 log = logging.getLogger("tianyan")
 
 
 def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str] | None = None,
                 min_area_m2: float | None = None, tile_size: int = 2048,
-                probability: str | None = None, detect_options: dict | None = None) -> gpd.GeoDataFrame:
-    """Detect change between two raster files and write polygons (and the probability raster)."""
-    for path in (before_path, after_path):
-        if not Path(path).is_file():
+                probability: str | None = None, detect_options: dict | None = None,
+                reference_path: str | None = None) -> gpd.GeoDataFrame:
+    """Detect change between two raster files and write polygons (and the probability raster).
+
+    ``reference_path``: an optional third file, the same season a year earlier, with the same
+    bands; see ``detect.detector.new_since_reference``.
+    """
+    for path in (before_path, after_path, reference_path):
+        if path is not None and not Path(path).is_file():
             raise InputFileError(f"{path}: file not found")
     with rasterio.open(before_path) as src:
         if src.crs is None:
@@ -50,7 +56,13 @@ def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str]
         options["min_area_m2"] = min_area_m2
     params = DetectParams.from_dict(options)
     grid = make_grid([before_path], [after_path], crs=crs, resolution=res)
-    model, _ = fit_scene_model(before, after, grid, params)
+    reference = None
+    if reference_path is not None:
+        reference = open_files("reference", [reference_path], bands, require_date=False)
+        check_pair(reference, after)
+    model, _, reference_model = fit_scene_model(before, after, grid, params, reference=reference)
+    if reference is not None:
+        reference = Reference(reference, reference_model)
     tiles = make_tiles(grid, tile_size, HALO_PX)
     frames = []
     prob_tmp = None
@@ -62,7 +74,8 @@ def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str]
         prob_ds = rasterio.open(prob_tmp, "w", **profile)
     try:
         for tile in tiles:
-            parts, layers, valid, _ = process_tile(grid, before, after, model, params, tile)
+            parts, layers, valid, _ = process_tile(grid, before, after, model, params, tile,
+                                                   reference=reference)
             if len(parts):
                 frames.append(parts)
             if probability:

@@ -45,7 +45,7 @@ from tiles.errors import InputError, InputFileError, TianyanError
 from tiles.grid import Grid, Tile, make_grid, make_tiles
 from tiles.imagery import DateImagery, check_pair, open_config_date
 from tiles.prefetch import Prefetcher
-from tiles.reader import has_common_data, pair_scenes, read_pair
+from tiles.reader import has_common_data, read_tile, tile_scenes
 from tiles.sample import sample_pair
 
 log = logging.getLogger("tianyan")
@@ -77,11 +77,20 @@ def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcom
         raise InputError(f"{after.files[0]}: the after date {after.date} is not later than the before "
                          f"date {before.date} (check [imagery].before / after)")
     check_pair(before, after)
+    reference = None
+    if im["reference"]:
+        reference = open_config_date("reference", im, quarter=str(quarter), prev_quarter=str(prev))
+        if reference.date >= before.date:
+            raise InputError(f"{reference.files[0]}: the reference date {reference.date} is not "
+                             f"earlier than the before date {before.date}; [imagery].reference is "
+                             f"the same season a year earlier, e.g. 'imagery/{{last_year_quarter}}/*.tif'")
+        check_pair(reference, after)
     grid = make_grid(before.image_files(), after.image_files(), crs=cfg.run["crs"],
                      resolution=cfg.run["resolution"])
     tiles = make_tiles(grid, cfg.run["tile_size"], HALO_PX)
     params = DetectParams.from_dict(cfg.detect)
-    model, decimate = fit_scene_model(before, after, grid, params, cfg.run["decimation"], im["resampling"])
+    model, decimate, reference_model = fit_scene_model(before, after, grid, params, cfg.run["decimation"],
+                                                       im["resampling"], reference=reference)
     plan = {"quarter": str(quarter), "grid": grid.to_dict(), "halo": HALO_PX,
             "tiles": [{"id": t.id, "row": t.row, "col": t.col,
                        "core": [int(t.core.col_off), int(t.core.row_off), int(t.core.width), int(t.core.height)],
@@ -89,18 +98,28 @@ def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcom
                       for t in tiles],
             "before": before.to_dict(), "after": after.to_dict(), "decimation": decimate,
             "resampling": im["resampling"], "params": cfg.detect, "model": model.to_dict()}
+    if reference is not None:
+        plan["reference"], plan["reference_model"] = reference.to_dict(), reference_model.to_dict()
     write_json(rd.path / "plan.json", plan)
-    manifest["inputs"] = {f: _file_stamp(f) for f in before.all_files() + after.all_files()
+    dates = (before, after) if reference is None else (before, after, reference)
+    manifest["inputs"] = {f: _file_stamp(f) for f in sum((d.all_files() for d in dates), [])
                           + [spec["path"] for spec in cfg.layers.values()]}
-    manifest["dates"] = {"before": before.date, "after": after.date}
+    manifest["dates"] = {d.label: d.date for d in dates}
     manifest["grid"] = grid.to_dict()
     manifest["model"] = model.to_dict()
+    if reference is not None:
+        manifest["reference_model"] = reference_model.to_dict()
     rd.event("plan", tiles=len(tiles), width=grid.width, height=grid.height, decimation=decimate)
 
 
 def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params: DetectParams,
-                    decimation: int = 0, resampling: str = "bilinear") -> tuple[ChangeModel, int]:
+                    decimation: int = 0, resampling: str = "bilinear", *,
+                    reference: DateImagery | None = None) -> tuple[ChangeModel, int, ChangeModel | None]:
     """Fit the detector's scene-wide model on a regular sample of the whole grid.
+
+    Returns ``(model, decimation, reference_model)``: with a ``reference`` date (the same season
+    a year earlier) the second model is fitted on (reference, after) from the same pass, for
+    the reference's veto in ``detect_tile``; otherwise it is None.
 
     Fitting once for the scene (not per tile) makes every tile use the same normalisation and
     statistics, so results do not depend on where tile edges fall. ``decimation`` 0 samples about
@@ -110,7 +129,7 @@ def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params:
     are left out with a warning; their tiles fail later, naming file and window.
     """
     decimate = decimation or max(1, math.ceil(math.sqrt(grid.width * grid.height / FIT_PIXELS)))
-    sample = sample_pair(before, after, grid, decimate, resampling=resampling)
+    sample = sample_pair(before, after, grid, decimate, resampling=resampling, reference=reference)
     if not sample.valid.any():
         if sample.failed:
             raise InputFileError(f"no part of the imagery could be read for the scene-wide fit; "
@@ -119,7 +138,17 @@ def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params:
                          f"(all nodata or cloud)")
     before.footprints = sample.footprints["before"]
     after.footprints = sample.footprints["after"]
-    return fit_model(sample.before, sample.after, sample.valid, before.roles, params), decimate
+    model = fit_model(sample.before, sample.after, sample.valid, before.roles, params)
+    reference_model = None
+    if reference is not None:
+        reference.footprints = sample.footprints["reference"]
+        try:
+            reference_model = fit_model(sample.reference, sample.after, sample.reference_valid,
+                                        reference.roles, params)
+        except InputError as exc:
+            raise InputError(f"{reference.files[0]}: the reference date cannot be compared with the "
+                             f"after date ({exc}); check [imagery].reference or leave it empty") from None
+    return model, decimate, reference_model
 
 
 def _file_stamp(path: str) -> dict:
@@ -143,25 +172,41 @@ def _tile_from_plan(t: dict) -> Tile:
 _PLAN_CACHE: dict[str, tuple] = {}
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The optional third date (the same season a year earlier) and its model against the
+    after date (``fit_model(reference, after)``)."""
+
+    date: DateImagery
+    model: ChangeModel
+
+
 def _worker_plan(run_path: str):
-    """The plan as objects, loaded once per worker process."""
+    """The plan as objects, loaded once per worker process:
+    ``(plan, grid, before, after, model, params, reference or None)``."""
     if run_path not in _PLAN_CACHE:
         plan = load_plan(Path(run_path))
+        reference = None
+        if "reference" in plan:
+            reference = Reference(DateImagery.from_dict(plan["reference"]),
+                                  ChangeModel.from_dict(plan["reference_model"]))
         _PLAN_CACHE[run_path] = (plan, Grid.from_dict(plan["grid"]),
                                  DateImagery.from_dict(plan["before"]), DateImagery.from_dict(plan["after"]),
-                                 ChangeModel.from_dict(plan["model"]), DetectParams.from_dict(plan["params"]))
+                                 ChangeModel.from_dict(plan["model"]), DetectParams.from_dict(plan["params"]),
+                                 reference)
     return _PLAN_CACHE[run_path]
 
 
 def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: ChangeModel,
                  params: DetectParams, tile: Tile, resampling: str = "bilinear", *,
-                 read: Callable[[], tuple] | None = None):
+                 reference: Reference | None = None, read: Callable[[], tuple] | None = None):
     """Read a tile with its halo, detect, and polygonize its core.
 
     Returns ``(parts, layers, valid, read_seconds)``; ``layers`` is None when the core holds no
     valid pixel (nothing is detected there, and nothing beyond the read is computed).
     ``read_seconds`` is None when the scenes' footprints show no data of both dates in the core:
-    then no file is opened at all. ``read``, when given, returns the tile's ``read_pair``
+    then no file is opened at all. ``reference``: the optional third date, read too and handed to
+    ``detect_tile``'s veto. ``read``, when given, returns the tile's ``read_tile``
     result instead of reading here: the ``result`` of a read already started in another thread
     (a read error is raised here, for this tile); ``read_seconds`` is then the time this
     thread waited for it, not the time the read took.
@@ -171,18 +216,23 @@ def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: Cha
         empty["TILE"] = tile.id
         return empty, None, np.zeros((int(tile.halo.height), int(tile.halo.width)), bool), None
     t0 = time.perf_counter()
+    ref_date = reference.date if reference is not None else None
     if read is None:
-        b, a, valid = read_pair(before, after, grid, tile.halo, resampling=resampling)
+        b, a, valid, r, rv = read_tile(before, after, ref_date, grid, tile.halo, resampling=resampling)
     else:
-        b, a, valid = read()
+        b, a, valid, r, rv = read()
     t_read = time.perf_counter() - t0
-    # a read-ahead hands over the files' integers (read_pair native=True): converted here, in
+    # a read-ahead hands over the files' integers (read_tile native=True): converted here, in
     # the thread that has time while the reading thread decodes the next tile
     b, a = b.astype(np.float32, copy=False), a.astype(np.float32, copy=False)
     core = tile.core_in_halo
     layers = None
     if valid[core].any():
-        layers = detect_tile(b, a, valid, before.roles, model, params)
+        extra = {}
+        if reference is not None:
+            extra = dict(reference=r.astype(np.float32, copy=False), reference_valid=rv,
+                         reference_model=reference.model)
+        layers = detect_tile(b, a, valid, before.roles, model, params, **extra)
         parts = tile_objects(layers, valid, core, grid.window_transform(tile.halo), grid.crs)
     else:
         parts = empty
@@ -204,13 +254,14 @@ def detect_one_tile(task: tuple) -> dict:
     for its read (all of the read when nothing was read ahead); ``prefetched`` says which.
     """
     run_path, t, *ahead = task
-    plan, grid, before, after, model, params = _worker_plan(run_path)
+    plan, grid, before, after, model, params, reference = _worker_plan(run_path)
     tile = _tile_from_plan(t)
     t0 = time.perf_counter()
     pending = _AHEAD.take((run_path, tile.id))
     if ahead and ahead[0] is not None:
         _read_ahead(run_path, _tile_from_plan(ahead[0]))
     parts, _, valid, t_read = process_tile(grid, before, after, model, params, tile, plan["resampling"],
+                                           reference=reference,
                                            read=pending.result if pending is not None else None)
     prefetched, pending = pending is not None, None          # let go of the arrays it holds
     with atomic_path(Path(run_path) / "tiles" / f"{tile.id}.parquet") as tmp:
@@ -226,11 +277,13 @@ def _read_ahead(run_path: str, tile: Tile) -> None:
     The footprints are tested here, in the calling thread (GEOS prepared geometries are not
     thread-safe); the thread gets the scenes to read and runs rasterio and NumPy only.
     """
-    plan, grid, before, after, _, _ = _worker_plan(run_path)
+    plan, grid, before, after, _, _, reference = _worker_plan(run_path)
     if not has_common_data(before, after, grid, tile.core):
         return
-    _AHEAD.start((run_path, tile.id), read_pair, before, after, grid, tile.halo,
-                 resampling=plan["resampling"], scenes=pair_scenes(before, after, grid, tile.halo),
+    ref_date = reference.date if reference is not None else None
+    _AHEAD.start((run_path, tile.id), read_tile, before, after, ref_date, grid, tile.halo,
+                 resampling=plan["resampling"],
+                 scenes=tile_scenes(before, after, ref_date, grid, tile.halo),
                  native=True)
 
 

@@ -27,7 +27,8 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
     """Return findings ``(level, what, message)``; level is OK, WARN or ERROR (blocking)."""
     out: list[tuple[str, str, str]] = []
     im, dates = cfg.imagery, {}
-    for label in ("before", "after"):
+    labels = ("before", "after", "reference") if im.get("reference") else ("before", "after")
+    for label in labels:
         try:
             d = open_config_date(label, im, quarter=str(quarter), prev_quarter=str(quarter.previous()))
             dates[label] = d
@@ -35,7 +36,7 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
                                                   f"bands {','.join(d.roles)}"))
         except TianyanError as exc:
             out.append(("ERROR", f"imagery.{label}", str(exc)))
-    if len(dates) == 2:
+    if "before" in dates and "after" in dates:
         try:
             check_pair(dates["before"], dates["after"])
             grid = make_grid(dates["before"].image_files(), dates["after"].image_files(),
@@ -43,6 +44,10 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
             out.append(("OK", "grid", f"{grid.width} x {grid.height} px at {grid.res} m in {grid.crs}"))
             out.append(_check_overlap(dates["after"].image_files(), grid))
             out.extend(_check_dates(dates["before"].date, dates["after"].date, quarter))
+            if "reference" in dates:
+                check_pair(dates["reference"], dates["after"])
+                out.extend(_check_reference_date(dates["reference"].date, dates["before"].date,
+                                                 dates["after"].date))
         except TianyanError as exc:
             out.append(("ERROR", "grid", str(exc)))
             grid = None
@@ -103,6 +108,29 @@ def _check_dates(before: str, after: str, quarter: Quarter) -> list[tuple[str, s
         out.append(("WARN", "dates", f"before date {b} lies inside {quarter} itself; the before date "
                                      f"normally comes from {quarter.previous()}"))
     return out
+
+
+#: Days from the reference date to one year before the after date beyond which the reference
+#: no longer shows the same stage of the crop calendar (double rice moves through a stage in
+#: two to four weeks).
+REFERENCE_SEASON_DAYS = 30
+
+
+def _check_reference_date(reference: str, before: str, after: str) -> list[tuple[str, str, str]]:
+    """The reference must precede the before date and should be the same season a year earlier."""
+    r, b, a = (_dt.date.fromisoformat(str(d)[:10]) for d in (reference, before, after))
+    if r >= b:
+        return [("ERROR", "dates", f"reference date {r} is not earlier than before date {b}; "
+                                   f"[imagery].reference is the same season a year earlier")]
+    year_ago = a.replace(year=a.year - 1) if not (a.month == 2 and a.day == 29) else a - _dt.timedelta(days=365)
+    off = (r - year_ago).days
+    if abs(off) > REFERENCE_SEASON_DAYS:
+        return [("WARN", "dates", f"reference date {r} is {abs(off)} days "
+                                  f"{'after' if off > 0 else 'before'} {year_ago}, one year before the "
+                                  f"after date: a crop stage lasts a few weeks, so fields may look "
+                                  f"seasonal-changed against it; use imagery within "
+                                  f"{REFERENCE_SEASON_DAYS} days of {year_ago}")]
+    return [("OK", "dates", f"reference {r}, {abs(off)} days from one year before the after date")]
 
 
 def _check_layer_cover(name: str, spec: dict, grid) -> tuple[str, str, str] | None:

@@ -116,16 +116,16 @@ class Spy:
     def __init__(self, monkeypatch, plan, fail: str | None = None):
         self.log, self.fail = [], fail
         self.by_halo = {tuple(t["halo"]): t["id"] for t in plan["tiles"]}
-        read_pair, detect_tile, task = stages.read_pair, stages.detect_tile, stages.detect_one_tile
+        read_tile, detect_tile, task = stages.read_tile, stages.detect_tile, stages.detect_one_tile
 
-        def spy_read(before, after, grid, window, **kw):
+        def spy_read(before, after, reference, grid, window, **kw):
             key = (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
             tile = self.by_halo[key]
             self.log.append(("read", tile, threading.current_thread().name))
             if tile == self.fail:
                 raise TileError(f"{before.files[0]}: read failed in window {describe(window)} "
                                 f"of the grid: test")
-            return read_pair(before, after, grid, window, **kw)
+            return read_tile(before, after, reference, grid, window, **kw)
 
         def spy_detect(*args, **kw):
             self.log.append(("detect", None, threading.current_thread().name))
@@ -135,7 +135,7 @@ class Spy:
             self.log.append(("task", t[1]["id"], threading.current_thread().name))
             return task(t)
 
-        monkeypatch.setattr(stages, "read_pair", spy_read)
+        monkeypatch.setattr(stages, "read_tile", spy_read)
         monkeypatch.setattr(stages, "detect_tile", spy_detect)
         monkeypatch.setattr(stages, "detect_one_tile", spy_task)
 
@@ -302,7 +302,7 @@ def test_native_read_hands_over_the_files_integers_exactly(imagery):
     from rasterio.windows import Window
 
     _, rd = _run(imagery, "native")
-    _, grid, before, after, _, _ = stages._worker_plan(str(rd.path))
+    _, grid, before, after, _, _, _ = stages._worker_plan(str(rd.path))
     window = Window(100, 90, 200, 210)
     b32, a32, v32 = read_pair(before, after, grid, window)
     b16, a16, v16 = read_pair(before, after, grid, window, native=True)

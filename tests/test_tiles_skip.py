@@ -88,7 +88,7 @@ def test_tile_without_data_opens_no_file(pair, monkeypatch):
 def test_skipping_changes_no_result(pair):
     before, after, grid, _ = pair
     params = DetectParams(min_area_m2=50, landuse_rules=False)
-    model, _ = fit_scene_model(before, after, grid, params)
+    model, _, _ = fit_scene_model(before, after, grid, params)
     blind_b = open_files("before", before.files, ["blue", "green", "red", "nir"], date_override="2026-05-01")
     blind_a = open_files("after", after.files, ["blue", "green", "red", "nir"], date_override="2026-08-01")
     assert not blind_b.footprints                  # no footprints: every tile is read

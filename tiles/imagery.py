@@ -14,6 +14,7 @@ CRS and nodata and is warped onto the processing grid by :mod:`tiles.reader`.
 from __future__ import annotations
 
 import glob
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,16 +91,27 @@ def expand(pattern: str, quarter: str, prev_quarter: str, key: str) -> list[str]
 
 
 def fill(pattern: str, quarter: str, prev_quarter: str, key: str) -> str:
-    """The pattern with {quarter} and {prev_quarter} filled in; {band} stays."""
+    """The pattern with {quarter}, {prev_quarter} and {last_year_quarter} filled in; {band} stays.
+
+    {last_year_quarter} is the same quarter a year earlier (2026Q3 -> 2025Q3): where the
+    optional reference date of the same season lives.
+    """
     try:
-        return pattern.format(quarter=quarter, prev_quarter=prev_quarter, band=BAND)
+        return pattern.format(quarter=quarter, prev_quarter=prev_quarter,
+                              last_year_quarter=last_year_quarter(quarter), band=BAND)
     except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"[imagery].{key} = {pattern!r}: bad placeholder {exc} "
-                          f"(only {{quarter}}, {{prev_quarter}} and {{band}} are known)") from None
+        raise ConfigError(f"[imagery].{key} = {pattern!r}: bad placeholder {exc} (only {{quarter}}, "
+                          f"{{prev_quarter}}, {{last_year_quarter}} and {{band}} are known)") from None
+
+
+def last_year_quarter(quarter: str) -> str:
+    """The same quarter a year earlier: ``"2026Q3"`` -> ``"2025Q3"``; other text is kept."""
+    m = re.fullmatch(r"(\d{4})(Q[1-4])", quarter)
+    return f"{int(m.group(1)) - 1}{m.group(2)}" if m else quarter
 
 
 def open_config_date(label: str, imagery: dict, *, quarter: str, prev_quarter: str) -> DateImagery:
-    """Resolve the ``before`` or ``after`` date of an ``[imagery]`` table (pipeline.config keys)."""
+    """Resolve the ``before``, ``after`` or ``reference`` date of an ``[imagery]`` table."""
     return open_date(label, imagery[label], imagery["bands"], quarter=quarter, prev_quarter=prev_quarter,
                      date_override=imagery.get(f"{label}_date", ""),
                      nodata_override=imagery.get("nodata", -1),

@@ -212,6 +212,17 @@ def read_cloud(mask_files: list[str], grid: Grid, window: Window, *, decimate: i
     return cloud
 
 
+def read_clear(date: DateImagery, grid: Grid, window: Window, *, resampling: str = "bilinear",
+               decimate: int = 1, scene_valid: dict | None = None, scenes: list[int] | None = None,
+               native: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_date`, with the date's cloud masks taken out of its valid mask."""
+    data, valid = read_date(date, grid, window, resampling=resampling, decimate=decimate,
+                            scene_valid=scene_valid, scenes=scenes, native=native)
+    if date.cloud_masks and valid.any():
+        valid &= ~read_cloud(date.cloud_masks, grid, window, decimate=decimate)
+    return data, valid
+
+
 def read_pair(before: DateImagery, after: DateImagery, grid: Grid, window: Window, *,
               resampling: str = "bilinear", decimate: int = 1, scene_valid: dict | None = None,
               scenes: tuple[list[int], list[int]] | None = None, native: bool = False):
@@ -230,15 +241,45 @@ def read_pair(before: DateImagery, after: DateImagery, grid: Grid, window: Windo
         shape = (int(win.height), int(win.width))
         empty = np.zeros((len(before.roles), *shape), np.float32)
         return empty, np.zeros((len(after.roles), *shape), np.float32), np.zeros(shape, bool)
-    b, vb = read_date(before, grid, window, resampling=resampling, decimate=decimate,
-                      scene_valid=scene_valid, scenes=scenes[0], native=native)
-    a, va = read_date(after, grid, window, resampling=resampling, decimate=decimate,
-                      scene_valid=scene_valid, scenes=scenes[1], native=native)
-    valid = np.logical_and(vb, va, out=vb)
-    for masks in (before.cloud_masks, after.cloud_masks):
-        if masks and valid.any():
-            valid &= ~read_cloud(masks, grid, window, decimate=decimate)
-    return b, a, valid
+    b, vb = read_clear(before, grid, window, resampling=resampling, decimate=decimate,
+                       scene_valid=scene_valid, scenes=scenes[0], native=native)
+    a, va = read_clear(after, grid, window, resampling=resampling, decimate=decimate,
+                       scene_valid=scene_valid, scenes=scenes[1], native=native)
+    return b, a, np.logical_and(vb, va, out=vb)
+
+
+def read_tile(before: DateImagery, after: DateImagery, reference: DateImagery | None, grid: Grid,
+              window: Window, *, resampling: str = "bilinear",
+              scenes: tuple[list[int], list[int], list[int]] | None = None, native: bool = False):
+    """:func:`read_pair`, plus the optional reference date (the same season a year earlier).
+
+    Returns ``(before, after, valid, ref, ref_valid)``: ``ref`` and ``ref_valid`` (the reference
+    has data and is cloud-free) are None without a reference, and the reference is not read
+    where the pair has no common data. ``scenes``: from :func:`tile_scenes`.
+    """
+    if scenes is None:
+        scenes = tile_scenes(before, after, reference, grid, window)
+    b, a, valid = read_pair(before, after, grid, window, resampling=resampling,
+                            scenes=scenes[:2], native=native)
+    if reference is None:
+        return b, a, valid, None, None
+    if not scenes[2] or not valid.any():
+        return b, a, valid, np.zeros((len(reference.roles), *valid.shape), np.float32), \
+            np.zeros(valid.shape, bool)
+    r, vr = read_clear(reference, grid, window, resampling=resampling, scenes=scenes[2],
+                       native=native)
+    return b, a, valid, r, vr
+
+
+def tile_scenes(before: DateImagery, after: DateImagery, reference: DateImagery | None, grid: Grid,
+                window: Window) -> tuple[list[int], list[int], list[int]]:
+    """:func:`pair_scenes` and the reference scenes meeting ``window`` (none without a reference
+    or where the pair has no common data)."""
+    sb, sa = pair_scenes(before, after, grid, window)
+    sr = []
+    if reference is not None and sb and sa:
+        sr = scenes_meeting(reference.footprints, reference.files, window_box(grid, window))
+    return sb, sa, sr
 
 
 def pair_scenes(before: DateImagery, after: DateImagery, grid: Grid,

@@ -28,7 +28,8 @@ CHUNK = 256  # decimated pixels per chunk side: a corrupt block costs the sample
 
 @dataclass
 class Sample:
-    """Decimated arrays of both dates over the whole grid, and what the pass learnt."""
+    """Decimated arrays of both dates (and the reference) over the whole grid, and what the
+    pass learnt."""
 
     before: np.ndarray      # float32 (nroles, H, W)
     after: np.ndarray
@@ -36,11 +37,15 @@ class Sample:
     decimate: int
     footprints: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> scene -> WKT
     failed: list[str] = field(default_factory=list)                      # chunk read errors
+    reference: np.ndarray | None = None        # float32 (nroles, H, W), with a reference date
+    reference_valid: np.ndarray | None = None  # bool (H, W): reference and after valid and clear
 
 
 def sample_pair(before: DateImagery, after: DateImagery, grid: Grid, decimate: int, *,
-                resampling: str = "bilinear", chunk: int = CHUNK) -> Sample:
-    """Read every ``decimate``-th pixel of both dates and measure the scenes' footprints.
+                resampling: str = "bilinear", chunk: int = CHUNK,
+                reference: DateImagery | None = None) -> Sample:
+    """Read every ``decimate``-th pixel of both dates (and of the optional reference date) and
+    measure the scenes' footprints.
 
     Parameters
     ----------
@@ -65,13 +70,17 @@ def sample_pair(before: DateImagery, after: DateImagery, grid: Grid, decimate: i
     b = np.zeros((len(before.roles), H, W), np.float32)
     a = np.zeros((len(after.roles), H, W), np.float32)
     valid = np.zeros((H, W), bool)
-    saved = {d.label: d.footprints for d in (before, after)}
+    dates = (before, after) if reference is None else (before, after, reference)
+    if reference is not None:
+        ref = np.zeros((len(reference.roles), H, W), np.float32)
+        ref_valid = np.zeros((H, W), bool)
+    saved = {d.label: d.footprints for d in dates}
     outlines = {}
-    for date in (before, after):
+    for date in dates:
         outlines[date.label] = {s: outline([r[0] for r in date.scene_reads(s, None)], grid.crs)
                                 for s in date.files}
         date.footprints = {s: g.wkt for s, g in outlines[date.label].items()}
-    pieces: dict[str, dict[str, list]] = {d.label: {s: [] for s in d.files} for d in (before, after)}
+    pieces: dict[str, dict[str, list]] = {d.label: {s: [] for s in d.files} for d in dates}
     failed = []
     try:
         for r0 in range(0, H, chunk):
@@ -88,11 +97,18 @@ def sample_pair(before: DateImagery, after: DateImagery, grid: Grid, decimate: i
                     for masks in (before.cloud_masks, after.cloud_masks):
                         if masks and cv.any():
                             cv &= ~read_cloud(masks, grid, full, decimate=decimate)
+                    if reference is not None:
+                        cr, vr = read_date(reference, grid, full, resampling=resampling,
+                                           decimate=decimate, scene_valid=seen)
+                        vr &= va
+                        for masks in (after.cloud_masks, reference.cloud_masks):
+                            if masks and vr.any():
+                                vr &= ~read_cloud(masks, grid, full, decimate=decimate)
                 except TileError as exc:
                     failed.append(str(exc))
                     log.warning("sample: %s (window %s left out of the fit)", exc, describe(full))
                     area = shapely.box(*_bounds(transform, c0, r0, w, h))
-                    for date in (before, after):
+                    for date in dates:
                         for s, g in outlines[date.label].items():
                             if g.intersects(area):
                                 pieces[date.label][s].append(shapely.intersection(g, area))
@@ -100,25 +116,31 @@ def sample_pair(before: DateImagery, after: DateImagery, grid: Grid, decimate: i
                 b[:, r0:r0 + h, c0:c0 + w] = cb
                 a[:, r0:r0 + h, c0:c0 + w] = ca
                 valid[r0:r0 + h, c0:c0 + w] = cv
+                if reference is not None:
+                    ref[:, r0:r0 + h, c0:c0 + w] = cr
+                    ref_valid[r0:r0 + h, c0:c0 + w] = vr
                 chunk_transform = transform * Affine.translation(c0, r0)
-                for date in (before, after):
+                for date in dates:
                     for s in date.files:
                         ok = seen.get((date.label, s))
                         if ok is not None and ok.any():
                             pieces[date.label][s].append(mask_polygon(ok, chunk_transform))
     finally:
-        for date in (before, after):
+        for date in dates:
             date.footprints = saved[date.label]
     step = decimate * grid.res
     footprints = {}
-    for date in (before, after):
+    for date in dates:
         footprints[date.label] = {}
         for s, parts in pieces[date.label].items():
             if parts:
                 footprints[date.label][s] = grow(shapely.union_all(parts), step + 2 * grid.res, step).wkt
             else:
                 footprints[date.label][s] = shapely.Polygon().wkt
-    return Sample(b, a, valid, decimate, footprints, failed)
+    sample = Sample(b, a, valid, decimate, footprints, failed)
+    if reference is not None:
+        sample.reference, sample.reference_valid = ref, ref_valid
+    return sample
 
 
 def _bounds(transform, c0, r0, w, h):
