@@ -93,7 +93,9 @@ def test_config_is_the_agreed_toml_and_its_globs_find_the_files(demo):
                 "resolution": 2.0, "tile_size": TILE, "workers": 2},
         "imagery": {"before": "imagery/{prev_quarter}/*_MS.tif", "after": "imagery/{quarter}/*_MS.tif",
                     "bands": ["blue", "green", "red", "nir"],
-                    "cloud_mask_after": "imagery/{quarter}/*_cloud.tif"},
+                    "cloud_mask_after": "imagery/{quarter}/*_cloud.tif",
+                    "reference": "imagery/{last_year_quarter}/*_MS.tif",
+                    "cloud_mask_reference": "imagery/{last_year_quarter}/*_cloud.tif"},
         "detect": {"min_area_m2": 200, "significance": 0.01},
         "layers": {
             "counties": {"path": "layers/counties.gpkg", "layer": "XZQ", "code_field": "XZQDM",
@@ -110,8 +112,9 @@ def test_config_is_the_agreed_toml_and_its_globs_find_the_files(demo):
         "export": {"formats": ["gpkg", "shp", "kmz", "xlsx", "chips", "html", "qgis"]},
     }
     root = demo["config"].parent
-    fmt = {"quarter": "2026Q3", "prev_quarter": "2026Q2"}
-    for key, want in (("before", "before"), ("after", "after"), ("cloud_mask_after", "cloud_after")):
+    fmt = {"quarter": "2026Q3", "prev_quarter": "2026Q2", "last_year_quarter": "2025Q3"}
+    for key, want in (("before", "before"), ("after", "after"), ("cloud_mask_after", "cloud_after"),
+                      ("reference", "reference"), ("cloud_mask_reference", "cloud_reference")):
         assert sorted(root.glob(cfg["imagery"][key].format(**fmt))) == [demo[want]]
     for spec in cfg["layers"].values():
         assert (root / spec["path"]).is_file()

@@ -1,10 +1,11 @@
-"""Cumulus clouds and their shadows on the after date, and the cloud mask that covers both.
+"""Cumulus clouds and their shadows on a later date, and the cloud mask that covers both.
 
 Clouds are soft-edged blobs (a few Gaussian puffs with a turbulent texture), cover about
 ``cover`` of the scene, and each casts a shadow displaced away from the sun by
 ``height / tan(elevation)``. The mask is 1 where cloud opacity or shadow exceeds 2 %, grown by
 a margin. Clouds are kept off the pixels in ``avoid`` (the true changes): nothing to detect is
-ever hidden.
+ever hidden on the after date (the reference date passes an empty ``avoid``: a year earlier its
+clouds may hide a change site, and the pipeline falls back to two dates there).
 
 Thin haze and cirrus are not in the mask: real masks (thresholds on brightness, GF products'
 own cloud masks) miss veils that add only a few per cent of reflectance. They lie anywhere,

@@ -1,6 +1,6 @@
 """The demo region: a seeded, synthetic but physically honest quarter of data near Beihai.
 
-:func:`make_demo` writes two dates of 4-band 2 m imagery (EPSG:4545) with a cloud mask, six
+:func:`make_demo` writes three dates of 4-band 2 m imagery (EPSG:4545) with cloud masks, six
 reference layers (EPSG:4490), the ground truth and a run configuration. The scene is built to
 make a naive band-difference detector fail: ~40 % of the fields change with the crop season
 (green-up, harvest, flooding of paddies), the after date has another gain/offset drifting
@@ -16,6 +16,17 @@ dry straw, many already ploughed; harvests in progress; flooded paddies from jus
 transplanted seedlings, clear to muddy; new roofs bright, blue, red or dark grey; new roads
 concrete, asphalt or gravel; new ponds muddy, clear or green with algae; earthworks on sites
 already bare. Every spread is a named constant in its module, with its physical reason.
+
+The third date, the reference (``imagery/<quarter a year earlier>/``, six days before the after
+date's anniversary), lets the pipeline tell phenology from land-use change: it shows the land use
+of the before date (true changes happen between before and after) in the season of the after
+date. It is not a copy of this year: static objects vary a little from year to year, and each
+field's crop stage a year earlier equals this year's after stage only with a per-class
+probability (paddy 0.7, irrigated 0.6, dry 0.5); otherwise the season ran a week or two earlier
+or later (a neighbouring stage) or the field rotated. Every crop parameter (cover, flood
+muddiness, straw brightness, soil moisture) is drawn afresh. It has its own sun, radiometry,
+noise, misregistration, clouds (anywhere, change sites included) with shadows, haze and mask.
+Its randomness comes from streams of its own, so before and after stay the same for a seed.
 
 The pieces: :mod:`~pipeline.demo.scene` (grid, dates), :mod:`~pipeline.demo.landscape`
 (vectors), :mod:`~pipeline.demo.changes` (truth), :mod:`~pipeline.demo.spectra` (reflectance),
@@ -39,10 +50,12 @@ from pipeline.demo.changes import place_changes
 from pipeline.demo.clouds import make_clouds
 from pipeline.demo.landscape import build_landscape
 from pipeline.demo.layers import write_layers, write_truth
-from pipeline.demo.render import (SUN_AFTER, SUN_BEFORE, Radiometry, misregistration, object_ids,
-                                  render_after, render_before, smooth_noise, terrain_factor)
-from pipeline.demo.scene import CRS_PROC, Scene, quarter_dates
-from pipeline.demo.spectra import crop_stories, object_table
+from pipeline.demo.render import (SUN_AFTER, SUN_BEFORE, SUN_REFERENCE, Radiometry, misregistration,
+                                  object_ids, render_after, render_before, smooth_noise,
+                                  terrain_factor)
+from pipeline.demo.scene import CRS_PROC, Scene, quarter_dates, reference_dates
+from pipeline.demo.spectra import (REFERENCE, crop_stories, fill_reference, object_table,
+                                   reference_stages)
 from tiles.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,12 +82,14 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     seed : int
         Seed of every random choice; the same seed gives identical arrays and layers.
     quarter : str
-        After quarter, e.g. ``"2026Q3"``; the before date lies in the previous quarter.
+        After quarter, e.g. ``"2026Q3"``; the before date lies in the previous quarter, the
+        reference date in the same quarter a year earlier.
 
     Returns
     -------
     dict
-        ``Path`` of each file written: ``before``, ``after``, ``cloud_after`` (imagery),
+        ``Path`` of each file written: ``before``, ``after``, ``cloud_after``, ``reference``,
+        ``cloud_reference`` (imagery; the reference is the same season a year earlier),
         ``counties``, ``dltb``, ``yjjbnt``, ``sthx``, ``zrbhd``, ``pzyd`` (layers),
         ``truth`` (truth.gpkg, layers ``truth`` and ``seasonal``) and ``config`` (demo.toml).
 
@@ -90,11 +105,14 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     if not isinstance(tile_size, (int, np.integer)) or tile_size < 64:
         raise ConfigError(f"demo tile_size={tile_size!r}: give an integer number of pixels >= 64")
     q, prev, d_before, d_after = quarter_dates(quarter)
+    q_ref, d_ref = reference_dates(quarter)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scene = Scene.near_beihai(width, height, tile_size)
+    # New streams go at the end: spawn children are per index, so the others stay the same.
     names = ("land", "changes", "spectra", "clouds", "radiometry", "texture", "before", "after",
-             "layers", "geometry")
+             "layers", "geometry", "ref_spectra", "ref_clouds", "ref_radiometry", "ref_geometry",
+             "reference")
     rng = dict(zip(names, (np.random.default_rng(s)
                            for s in np.random.SeedSequence(seed).spawn(len(names)))))
 
@@ -102,6 +120,8 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     truth, parts = place_changes(land, rng["changes"])
     stories = crop_stories(land.land, rng["spectra"])
     table = object_table(land.land, land.buildings, stories, parts, rng["spectra"])
+    stages = reference_stages(land.land, stories, rng["ref_spectra"])
+    fill_reference(table, land.land, land.buildings, stories, stages, rng["ref_spectra"])
     patches = [s.patch for s in stories if s.patch is not None]
     ids_before, ids_after = object_ids(scene, land.land, land.buildings, patches, parts)
     changed = rasterize(((g, 1) for g in truth.geometry), out_shape=(scene.height, scene.width),
@@ -114,16 +134,18 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     hill = (land.hill_center, land.hill_radius, land.hill_height)
     nodata = rasterize([(land.nodata, 1)], out_shape=shape, transform=scene.transform, fill=0,
                        dtype="uint8") > 0
-    stamp_b, stamp_a = d_before.strftime("%Y%m%d"), d_after.strftime("%Y%m%d")
+    stamp_b, stamp_a, stamp_r = (d.strftime("%Y%m%d") for d in (d_before, d_after, d_ref))
     paths = {
         "before": out / "imagery" / str(prev) / f"GF2_{stamp_b}_MS.tif",
         "after": out / "imagery" / str(q) / f"GF2_{stamp_a}_MS.tif",
         "cloud_after": out / "imagery" / str(q) / f"GF2_{stamp_a}_cloud.tif",
+        "reference": out / "imagery" / str(q_ref) / f"GF2_{stamp_r}_MS.tif",
+        "cloud_reference": out / "imagery" / str(q_ref) / f"GF2_{stamp_r}_cloud.tif",
     }
     image = render_before(scene, ids_before, table, tex_f, tex_b,
                           terrain_factor(scene, *hill, SUN_BEFORE), nodata, rng["before"])
     _write_image(paths["before"], image, scene, d_before, BANDS, nodata=0, sun=SUN_BEFORE)
-    del image, ids_before
+    del image
     image = render_after(scene, ids_after, table, tex_f, tex_b,
                          terrain_factor(scene, *hill, SUN_AFTER), clouds,
                          Radiometry.draw(rng["radiometry"]), misregistration(rng["geometry"]),
@@ -132,27 +154,40 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     del image, ids_after
     _write_image(paths["cloud_after"], clouds.mask[None], scene, d_after, ("cloud_or_shadow",),
                  nodata=None, sun=SUN_AFTER)
+    after_cloud = float(clouds.mask.mean())
+    # The reference: land use of the before date (ids_before), season of the after date.
+    clouds = make_clouds(scene, np.zeros(shape, bool), rng["ref_clouds"],
+                         sun_elevation=SUN_REFERENCE[0], sun_azimuth=SUN_REFERENCE[1])
+    image = render_after(scene, ids_before, table, tex_f, tex_b,
+                         terrain_factor(scene, *hill, SUN_REFERENCE), clouds,
+                         Radiometry.draw(rng["ref_radiometry"]), misregistration(rng["ref_geometry"]),
+                         rng["reference"], date=REFERENCE)
+    _write_image(paths["reference"], image, scene, d_ref, BANDS, nodata=0, sun=SUN_REFERENCE)
+    del image, ids_before
+    _write_image(paths["cloud_reference"], clouds.mask[None], scene, d_ref, ("cloud_or_shadow",),
+                 nodata=None, sun=SUN_REFERENCE)
     paths.update(write_layers(land, out, rng["layers"]))
     paths["truth"] = out / "truth.gpkg"
-    write_truth(truth, _seasonal(land, stories), paths["truth"])
+    write_truth(truth, _seasonal(land, stories, stages), paths["truth"])
     paths["config"] = out / "demo.toml"
     write_text(paths["config"], demo_toml(tile_size))
-    log.info("demo: %d true changes, %.1f %% cloud mask, written to %s", len(truth),
-             100 * clouds.mask.mean(), out)
+    log.info("demo: %d true changes, %.1f %% cloud mask (reference %.1f %%), written to %s",
+             len(truth), 100 * after_cloud, 100 * clouds.mask.mean(), out)
     return paths
 
 
-def _seasonal(land, stories) -> gpd.GeoDataFrame:
+def _seasonal(land, stories, stages) -> gpd.GeoDataFrame:
     """Farmland parcels with their crop story, EPSG:4545.
 
-    KIND flood / harvest / green_up / none; BEFORE / AFTER the crop states; SHARE the part of
-    the parcel that changed (below 1 for a harvest in progress).
+    KIND flood / harvest / green_up / none; BEFORE / AFTER the crop states; REFERENCE the state
+    a year earlier on the reference date (the whole parcel); SHARE the part of the parcel that
+    changed (below 1 for a harvest in progress).
     """
     idx = [s.land for s in stories]
     sub = land.land.iloc[idx]
     return gpd.GeoDataFrame({"LAND": np.asarray(idx, np.int64), "DLBM": sub.DLBM.to_numpy(),
                              "KIND": [s.kind for s in stories], "BEFORE": [s.before for s in stories],
-                             "AFTER": [s.after for s in stories],
+                             "AFTER": [s.after for s in stories], "REFERENCE": list(stages),
                              "SHARE": np.array([s.share for s in stories], np.float64)},
                             geometry=sub.geometry.to_numpy(), crs=CRS_PROC)
 
@@ -203,7 +238,9 @@ def demo_config(tile_size: int) -> dict:
         "run": {"name": RUN_NAME, "workdir": "runs", "crs": CRS_PROC, "resolution": 2.0,
                 "tile_size": int(tile_size), "workers": 2},
         "imagery": {"before": "imagery/{prev_quarter}/*_MS.tif", "after": "imagery/{quarter}/*_MS.tif",
-                    "bands": list(BANDS), "cloud_mask_after": "imagery/{quarter}/*_cloud.tif"},
+                    "bands": list(BANDS), "cloud_mask_after": "imagery/{quarter}/*_cloud.tif",
+                    "reference": "imagery/{last_year_quarter}/*_MS.tif",
+                    "cloud_mask_reference": "imagery/{last_year_quarter}/*_cloud.tif"},
         "detect": {"min_area_m2": 200, "significance": 0.01},
         "layers.counties": {"path": "layers/counties.gpkg", "layer": "XZQ", "code_field": "XZQDM",
                             "name_field": "XZQMC"},

@@ -1,10 +1,12 @@
-"""Rendering the demo's two dates: object ids -> reflectance -> sensor DN (uint16, x 10000).
+"""Rendering the demo's dates: object ids -> reflectance -> sensor DN (uint16, x 10000).
 
 Ground reflectance comes from :mod:`pipeline.demo.spectra`; on top of it the renderer applies
 what makes a naive band difference fail: terrain illumination under each date's sun, a sensor
 blur, and on the after date a sub-pixel misregistration, cloud shadows and clouds, thin haze
 that no cloud mask catches, a per-band gain and offset (haze adds most in blue) that drifts
-across the scene, and a higher noise level. Everything is vectorised NumPy on the full grid;
+across the scene, and a higher noise level. The reference date (the same season a year
+earlier) is rendered like the after date with its own sun, radiometry, shift, clouds and
+noise. Everything is vectorised NumPy on the full grid;
 objects are burnt with ``rasterio.features.rasterize``.
 """
 from __future__ import annotations
@@ -24,13 +26,16 @@ from pipeline.demo.spectra import EM, PATTERN_PANELS, PATTERN_ROWS, ObjectTable
 #: Sun (elevation, azimuth clockwise from north), degrees, ~10:30 CST at 21.6N on each date.
 SUN_BEFORE = (62.0, 95.0)
 SUN_AFTER = (58.0, 112.0)
+#: Reference date six days before the after date's anniversary: the sun stands a little higher
+#: (declination ~13.5 vs ~11.3 deg) and a little further east at the same local time.
+SUN_REFERENCE = (59.0, 109.0)
 #: Share of reflectance left in full cloud shadow (diffuse skylight, bluer than direct sun).
 SHADOW_DIFFUSE = np.array([0.45, 0.38, 0.33, 0.30], np.float32)
 #: px, Gaussian sensor blur before / after. A 2 m pan-sharpened product (GF-1 PMS 2 m pan) has an
 #: MTF at Nyquist of ~0.15: exp(-2 pi^2 sigma^2 / 4) = 0.15 gives sigma ~0.6 px; the after date
-#: is imaged more off-nadir, so its ground sample and blur are larger.
-PSF_SIGMA = (0.6, 0.7)
-NOISE_DN = (35.0, 60.0)  # per-pixel noise (DN) before / after
+#: is imaged more off-nadir, so its ground sample and blur are larger; so is the reference.
+PSF_SIGMA = (0.6, 0.7, 0.7)
+NOISE_DN = (35.0, 60.0, 60.0)  # per-pixel noise (DN) before / after / reference
 #: px, range of the after image's shift against the before image (random direction): 0.5-1.2 m,
 #: the relative orthorectification error of two off-nadir scenes on the same DEM and control.
 MISREGISTRATION_PX = (0.25, 0.6)
@@ -42,7 +47,7 @@ TRANSMITTANCE_DRIFT = (0.0, 0.03)
 
 @dataclass
 class Radiometry:
-    """After-date sensor response, per band: DN_after = gain * t(x) * DN_true + offset * (1 + s * r(x)).
+    """After- or reference-date sensor response, per band: DN_after = gain * t(x) * DN_true + offset * (1 + s * r(x)).
 
     ``r(x)`` is a linear ramp from -1 to 1 across the scene along ``angle`` (radians from east);
     the path radiance ``offset`` (haze, most in blue) drifts by ``drift`` (s) along it and the
@@ -73,7 +78,8 @@ class Radiometry:
 
 
 def misregistration(rng: np.random.Generator) -> tuple[float, float]:
-    """(rows, cols) px the after image is shifted by: random direction, size in MISREGISTRATION_PX."""
+    """(rows, cols) px the after (or reference) image is shifted by against the before grid:
+    random direction, size in MISREGISTRATION_PX."""
     size, direction = rng.uniform(*MISREGISTRATION_PX), rng.uniform(0, 2 * np.pi)
     return float(size * math.sin(direction)), float(size * math.cos(direction))
 
@@ -164,23 +170,27 @@ def render_before(scene, ids, table, tex_f, tex_b, terrain, nodata, rng) -> np.n
 
 
 def render_after(scene, ids, table, tex_f, tex_b, terrain, clouds: Clouds, radiometry: Radiometry,
-                 shift, rng) -> np.ndarray:
-    """After-date DN, uint16 (4, H, W): misregistered by ``shift`` (rows, cols px), shadowed,
-    hazy, clouded, re-calibrated with a drift across the scene, noisier."""
-    f, bright = _cover_and_brightness(scene, ids, table, 1, tex_f, tex_b)
+                 shift, rng, date: int = 1) -> np.ndarray:
+    """DN of a later date, uint16 (4, H, W): misregistered by ``shift`` (rows, cols px), shadowed,
+    hazy, clouded, re-calibrated with a drift across the scene, noisier.
+
+    ``date`` is the table's date index: 1 the after date (``ids`` of the after date), 2 the
+    reference date (``ids`` of the before date: the land use a year earlier).
+    """
+    f, bright = _cover_and_brightness(scene, ids, table, date, tex_f, tex_b)
     cloud_tex = 1.0 + 0.06 * tex_f
     ramp = radiometry.ramp(scene)
     transmit = 1.0 - radiometry.t_drift * ramp
     path = 1.0 + radiometry.drift * ramp
     out = np.empty((4, scene.height, scene.width), np.uint16)
     for b in range(4):
-        refl = ((1 - f) * table.A[1, :, b][ids] + f * table.V[1, :, b][ids]) * bright * terrain
-        refl = ndimage.gaussian_filter(refl, PSF_SIGMA[1])
+        refl = ((1 - f) * table.A[date, :, b][ids] + f * table.V[date, :, b][ids]) * bright * terrain
+        refl = ndimage.gaussian_filter(refl, PSF_SIGMA[date])
         refl = ndimage.shift(refl, shift, order=1, mode="nearest")
         refl *= 1.0 - clouds.shadow * (1.0 - SHADOW_DIFFUSE[b])
         refl = (1.0 - clouds.thin) * refl + clouds.thin * EM["cloud"][b]
         refl = (1.0 - clouds.alpha) * refl + clouds.alpha * EM["cloud"][b] * cloud_tex
         dn = radiometry.gain[b] * transmit * refl * 10000 + radiometry.offset[b] * path
-        dn += rng.standard_normal(refl.shape, dtype=np.float32) * NOISE_DN[1]
+        dn += rng.standard_normal(refl.shape, dtype=np.float32) * NOISE_DN[date]
         out[b] = np.clip(np.rint(dn), 1, 65535)
     return out

@@ -110,3 +110,20 @@ def quarter_dates(quarter: str) -> tuple[Quarter, Quarter, _dt.date, _dt.date]:
     before = _dt.date(prev.year, 3 * prev.q - 1, 18)
     after = _dt.date(q.year, 3 * q.q - 1, 23)
     return q, prev, before, after
+
+
+#: Days the reference date lies before the after date's anniversary: a year-earlier scene is the
+#: nearest clear GF-2 pass to the same day (revisit ~5 days), not the same calendar day.
+REFERENCE_DAYS_EARLIER = 6
+
+
+def reference_dates(quarter: str) -> tuple[Quarter, _dt.date]:
+    """(reference quarter, reference date): the same season a year before ``quarter``.
+
+    The reference date is the after date of :func:`quarter_dates` one year earlier, minus
+    :data:`REFERENCE_DAYS_EARLIER` days, so it stays in the middle month of the same quarter of
+    the previous year (2026Q3 -> 2025Q3, 2025-08-17).
+    """
+    q, _, _, after = quarter_dates(quarter)
+    ref = Quarter(q.year - 1, q.q)
+    return ref, _dt.date(ref.year, after.month, after.day) - _dt.timedelta(days=REFERENCE_DAYS_EARLIER)

@@ -1,4 +1,4 @@
-"""Surface reflectance of every demo object on both dates: endmembers, crop seasons, vigour.
+"""Surface reflectance of every demo object on all three dates: endmembers, crop seasons, vigour.
 
 Each rendered object (a land-cover polygon, a house, a part of a true change) is a linear mix of
 a background endmember A and a foreground endmember V (usually green vegetation) with cover
@@ -7,6 +7,9 @@ change is a change of A, V, f (and brightness) of a parcel between the dates, or
 when a harvest is still in progress; it is not land-use change. The states spread as real fields
 do: straw from wet and dark to dry and bright, fields already ploughed after the harvest, flood
 water from clear to muddy, soil darkened by the August rains; new ponds muddy or clear.
+The third date (the reference: the same season a year earlier) shows the land use of the before
+date in the season of the after date; every parcel's crop stage a year earlier is drawn by
+:func:`reference_stages` and all its parameters afresh by :func:`fill_reference`.
 Band order everywhere: blue, green, red, nir (GF-2 PMS bands), reflectance 0-1.
 """
 from __future__ import annotations
@@ -95,17 +98,47 @@ MATERIAL_BRIGHT = {"fresh_earth": (0.8, 1.15), "concrete_new": (0.85, 1.08)}
 #: are fertilised and bloom within weeks).
 POND_MUDDY = (0.3, 1.0)
 POND_ALGAE_F = (0.005, 0.04)
+#: Year-to-year and date-to-date variation of static objects: relative change of the cover
+#: fraction (canopy and grass vigour, orchard pruning), summer algae cover of fish ponds, and a
+#: per-object brightness factor (normal sd, clipped to a range; moisture, view geometry).
+COVER_JITTER = {"grass": (0.9, 1.1), "forest": (0.9, 1.1), "village": (0.9, 1.1),
+                "orchard": (0.95, 1.08)}
+POND_SUMMER_ALGAE = (0.02, 0.08)
+BRIGHT_JITTER_SD, BRIGHT_JITTER_CLIP = 0.02, (0.95, 1.05)
+#: Share of farmland parcels whose crop stage a year earlier (on the reference date) equals
+#: this year's after-date stage, per class. Double-rice transplanting in Guangxi follows the
+#: early-rice harvest within the same fortnight most years (the late-rice window closes with
+#: the autumn cold dew), so paddies repeat most; vegetable (irrigated) fields are re-sown several
+#: times a year and dry fields (peanut, cassava, sugarcane) rotate crops, so they repeat less.
+REFERENCE_SAME_STAGE = {"paddy": 0.7, "irrigated": 0.6, "dry": 0.5}
+#: Of the parcels in another stage a year earlier, the share one stage earlier or later in the
+#: crop calendar (the season ran a week or two later or earlier); the rest rotated, their stage
+#: drawn as the class's after-state distribution gives.
+REFERENCE_ADJACENT_P = 0.5
+#: The crop calendar of each class as a cycle of states (a stage's neighbours are one step
+#: behind or ahead): double rice ripens, is harvested, puddled, flooded and transplanted; dry
+#: and vegetable fields are harvested, ploughed, lie bare, are sown. A flooded vegetable field
+#: (water spinach, taro) follows the paddy cycle.
+CROP_CYCLE = {
+    "paddy": ("green", "stubble", "puddled", "flooded", "young"),
+    "irrigated": ("green", "stubble", "tilled", "bare", "young"),
+    "dry": ("green", "stubble", "tilled", "bare", "young"),
+}
 PATTERN_NONE, PATTERN_ROWS, PATTERN_PANELS = 0, 1, 2
+#: Date indices of :class:`ObjectTable`.
+BEFORE, AFTER, REFERENCE = 0, 1, 2
+N_DATES = 3
 
 
 @dataclass
 class ObjectTable:
-    """Per-object rendering parameters; index 0 is the fallback (grass), dates 0=before 1=after."""
+    """Per-object rendering parameters; index 0 is the fallback (grass), dates BEFORE=0, AFTER=1,
+    REFERENCE=2 (the same season a year earlier)."""
 
-    A: np.ndarray        # (2, n, 4) background reflectance
-    V: np.ndarray        # (2, n, 4) foreground reflectance
-    f: np.ndarray        # (2, n) foreground cover fraction
-    bright: np.ndarray   # (2, n) brightness factor
+    A: np.ndarray        # (3, n, 4) background reflectance
+    V: np.ndarray        # (3, n, 4) foreground reflectance
+    f: np.ndarray        # (3, n) foreground cover fraction
+    bright: np.ndarray   # (3, n) brightness factor
     tex: np.ndarray      # (n,) relative per-pixel variation of f (persistent texture)
     pattern: np.ndarray  # (n,) PATTERN_*
     period: np.ndarray   # (n,) row spacing, m
@@ -130,8 +163,8 @@ class CropStory:
 
 
 def _empty(n):
-    return ObjectTable(A=np.zeros((2, n, 4), np.float32), V=np.zeros((2, n, 4), np.float32),
-                       f=np.zeros((2, n), np.float32), bright=np.ones((2, n), np.float32),
+    return ObjectTable(A=np.zeros((N_DATES, n, 4), np.float32), V=np.zeros((N_DATES, n, 4), np.float32),
+                       f=np.zeros((N_DATES, n), np.float32), bright=np.ones((N_DATES, n), np.float32),
                        tex=np.zeros(n, np.float32), pattern=np.zeros(n, np.int8),
                        period=np.ones(n, np.float32), angle=np.zeros(n, np.float32),
                        duty=np.ones(n, np.float32))
@@ -188,9 +221,10 @@ def split_off(geom, share: float, rng: np.random.Generator):
 
 
 def object_table(land, buildings, stories, parts, rng: np.random.Generator):
-    """Rendering parameters of every object.
+    """Rendering parameters of every object on the before and after dates.
 
-    Object ids: 0 fallback, 1..len(land) land features (in ``land`` order), then houses, then
+    The reference date (index 2) is filled afterwards by :func:`fill_reference`, from its own
+    random stream. Object ids: 0 fallback, 1..len(land) land features (in ``land`` order), then houses, then
     the harvested patches of harvests in progress (``stories`` with a patch, after date only),
     then change parts (each drawn on the date of its WHEN).
 
@@ -201,11 +235,11 @@ def object_table(land, buildings, stories, parts, rng: np.random.Generator):
     patches = [s for s in stories if s.patch is not None]
     n_land, n_b, n_s, n_p = len(land), len(buildings), len(patches), len(parts)
     t = _empty(1 + n_land + n_b + n_s + n_p)
-    for d in (0, 1):
+    for d in range(N_DATES):
         _set(t, 0, d, "soil", "grass", 0.6)
     bright = np.clip(rng.normal(1.0, 0.05, len(t.f[0])), 0.9, 1.1).astype(np.float32)
     t.bright[0] = bright
-    t.bright[1] = bright * np.clip(rng.normal(1.0, 0.02, len(bright)), 0.95, 1.05)
+    t.bright[1] = bright * np.clip(rng.normal(1.0, BRIGHT_JITTER_SD, len(bright)), *BRIGHT_JITTER_CLIP)
     by_land = {s.land: s for s in stories}
     patch_id = {s.land: 1 + n_land + n_b + j for j, s in enumerate(patches)}
     for k, (kind, geom) in enumerate(zip(land.KIND.to_numpy(), land.geometry.to_numpy()), start=1):
@@ -225,35 +259,35 @@ def object_table(land, buildings, stories, parts, rng: np.random.Generator):
         elif kind == "orchard":
             f0 = rng.uniform(0.55, 0.75)
             _set(t, k, 0, "orchard_floor", "canopy", f0)
-            _set(t, k, 1, "orchard_floor", "canopy", f0 * rng.uniform(0.95, 1.08))
+            _set(t, k, 1, "orchard_floor", "canopy", f0 * rng.uniform(*COVER_JITTER["orchard"]))
             t.pattern[k], t.period[k], t.angle[k] = PATTERN_ROWS, rng.uniform(4.5, 6.5), main_angle(geom)
             t.tex[k] = 0.15
         else:
             a, v, f, tex = _STATIC[kind]
             f0 = rng.uniform(*f)
             _set(t, k, 0, a, v, f0)
-            f1 = f0 * rng.uniform(0.9, 1.1) if kind in ("grass", "forest", "village") else f0
+            f1 = f0 * rng.uniform(*COVER_JITTER[kind]) if kind in COVER_JITTER else f0
             if kind in ("pond",):
-                f1 = rng.uniform(0.02, 0.08)     # summer algae
+                f1 = rng.uniform(*POND_SUMMER_ALGAE)     # summer algae
             _set(t, k, 1, a, v, min(f1, 0.95))
             if kind == "river":                  # muddier water after the summer rains
                 t.A[1, k] = EM["water_turbid"] * np.float32(1.12)
             t.tex[k] = tex
     base = 1 + n_land
     for j, roof in enumerate(buildings.ROOF.to_numpy()):
-        for d in (0, 1):
+        for d in range(N_DATES):
             _set(t, base + j, d, roof, "crop", 0.0)
     base += n_b + n_s
     for j, mat in enumerate(parts.MATERIAL.to_numpy()):
         i = base + j
         em = {"water_algae": "water_new", BEFORE_BARE: "soil"}.get(mat, mat)
-        for d in (0, 1):         # a part is drawn on one date only; set both for safety
+        for d in range(N_DATES):   # a part is drawn on some dates only; set all for safety
             _set(t, i, d, em, "crop", 0.0)
         t.bright[:, i] = np.clip(rng.normal(1.0, 0.04), 0.92, 1.08)
         if mat in MATERIAL_BRIGHT:
             t.bright[:, i] = rng.uniform(*MATERIAL_BRIGHT[mat])
         if mat == "solar":       # rows of panels running east-west, soil and grass between
-            for d in (0, 1):
+            for d in range(N_DATES):
                 _set(t, i, d, "orchard_floor", "solar", 0.97)
             t.pattern[i], t.period[i], t.angle[i], t.duty[i] = PATTERN_PANELS, rng.uniform(5.0, 7.0), 0.0, 0.7
         elif mat == BEFORE_BARE:     # a bare site before the earthworks: soil, a few weeds
@@ -273,15 +307,16 @@ def _set_state(t, k, d, kind, state, rng):
     if kind == "paddy" and a == "soil":
         a = "soil_wet"
     _set(t, k, d, a, "crop", rng.uniform(lo, hi))
-    if d == 0:
+    if d == BEFORE:
         return
+    # After and reference dates lie in the rainy season: flood water, straw and soil vary.
     if state == "flooded":   # clear water over dark mud .. muddy water just after puddling
         w = rng.uniform(*FLOOD_MUDDY)
-        t.A[1, k] = (1 - w) * EM["shallow_water"] + w * EM["paddy_turbid"]
+        t.A[d, k] = (1 - w) * EM["shallow_water"] + w * EM["paddy_turbid"]
     if state in STATE_BRIGHT:
-        t.bright[1, k] *= rng.uniform(*STATE_BRIGHT[state])
+        t.bright[d, k] *= rng.uniform(*STATE_BRIGHT[state])
     elif state in ("young", "bare"):
-        t.bright[1, k] *= rng.uniform(*SOIL_MOISTURE)
+        t.bright[d, k] *= rng.uniform(*SOIL_MOISTURE)
 
 
 _STATIC = {  # kind: (background, foreground, cover range, texture)
@@ -310,3 +345,79 @@ def _crop_story(kind: str, rng: np.random.Generator) -> tuple[str, str, str]:
         return change, ("young" if rng.random() < 0.6 else "bare"), "green"
     state = "green" if kind == "paddy" or rng.random() < 0.55 else "young"
     return change, state, state
+
+
+def reference_stages(land, stories, rng: np.random.Generator) -> list[str]:
+    """Each farmland parcel's crop stage a year earlier, on the reference date (``stories`` order).
+
+    With probability :data:`REFERENCE_SAME_STAGE` of its class the stage of this year's after
+    date (for a harvest in progress: the harvested state); otherwise another stage: with
+    probability :data:`REFERENCE_ADJACENT_P` a neighbour in :data:`CROP_CYCLE` (one step behind or
+    ahead, equally likely), else a rotation drawn from the class's after-state distribution
+    (:data:`SEASON_P`, :data:`HARVEST_AFTER`) among the states other than this year's.
+    """
+    kinds = land.KIND.to_numpy()
+    out = []
+    for s in stories:
+        kind = kinds[s.land]
+        if rng.random() < REFERENCE_SAME_STAGE[kind]:
+            out.append(s.after)
+            continue
+        if rng.random() >= REFERENCE_ADJACENT_P:
+            other = _rotation(kind, s.after, rng)
+            if other is not None:
+                out.append(other)
+                continue
+        out.append(_adjacent(kind, s.after, rng))
+    return out
+
+
+def _adjacent(kind: str, state: str, rng: np.random.Generator) -> str:
+    """The stage one step behind or ahead of ``state`` in the crop calendar of ``kind``."""
+    cycle = CROP_CYCLE[kind] if state in CROP_CYCLE[kind] else CROP_CYCLE["paddy"]
+    i = cycle.index(state)
+    return cycle[(i + (1 if rng.random() < 0.5 else -1)) % len(cycle)]
+
+
+def _rotation(kind: str, state: str, rng: np.random.Generator, tries: int = 50) -> str | None:
+    """An after-date state of a ``kind`` parcel other than ``state`` (None if none is drawn)."""
+    for _ in range(tries):
+        other = _crop_story(kind, rng)[2]
+        if other != state:
+            return other
+    return None
+
+
+def fill_reference(t: ObjectTable, land, buildings, stories, stages,
+                   rng: np.random.Generator) -> None:
+    """Fill date REFERENCE (2) of table ``t`` in place: the same season a year earlier.
+
+    Objects keep the land use of the before date (true-change parts keep their before
+    parameters; which parts show is the renderer's choice of id raster). Static kinds take their
+    after-date (same season) parameters with a fresh year-to-year jitter of the ranges used
+    between the dates (:data:`COVER_JITTER`, :data:`POND_SUMMER_ALGAE`, the brightness jitter);
+    farmland parcels are set to ``stages`` (from :func:`reference_stages`) with every
+    parameter (cover, flood muddiness, straw brightness, soil moisture) drawn afresh. A parcel
+    harvested in part this year is one state a year earlier (its patch copies it).
+    """
+    n = len(t.f[REFERENCE])
+    t.bright[REFERENCE] = t.bright[BEFORE] * np.clip(rng.normal(1.0, BRIGHT_JITTER_SD, n),
+                                                     *BRIGHT_JITTER_CLIP)
+    stage_of = {s.land: stage for s, stage in zip(stories, stages)}
+    patches = [s.land for s in stories if s.patch is not None]
+    patch_id = {k: 1 + len(land) + len(buildings) + j for j, k in enumerate(patches)}
+    for k, kind in enumerate(land.KIND.to_numpy(), start=1):
+        if kind in SEASON_P:
+            _set_state(t, k, REFERENCE, kind, stage_of[k - 1], rng)
+            if k - 1 in patch_id:    # not drawn on the reference; kept equal to its parcel
+                j = patch_id[k - 1]
+                t.A[REFERENCE, j], t.V[REFERENCE, j] = t.A[REFERENCE, k], t.V[REFERENCE, k]
+                t.f[REFERENCE, j], t.bright[REFERENCE, j] = t.f[REFERENCE, k], t.bright[REFERENCE, k]
+            continue
+        t.A[REFERENCE, k], t.V[REFERENCE, k] = t.A[AFTER, k], t.V[AFTER, k]
+        f = t.f[AFTER, k]
+        if kind in COVER_JITTER:
+            f = min(f * rng.uniform(*COVER_JITTER[kind]), 0.95)
+        elif kind == "pond":
+            f = rng.uniform(*POND_SUMMER_ALGAE)
+        t.f[REFERENCE, k] = f

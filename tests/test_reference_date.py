@@ -1,0 +1,134 @@
+"""The optional third date through the pipeline: configuration, placeholders, validation, the
+plan's second model, `tianyan run` and `tianyan detect --reference`, and the errors on bad input."""
+import json
+import re
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from pipeline.config import load_config
+from pipeline.quarter import Quarter
+from pipeline.validate import _check_reference_date, validate_inputs
+from tiles.errors import ConfigError
+from tiles.imagery import fill
+
+QUARTER = "2026Q3"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from pipeline.demo import make_demo
+
+    out = tmp_path_factory.mktemp("reference")
+    paths = make_demo(out, width=600, height=600, tile_size=256)
+    return out, paths
+
+
+def _config(demo_dir: Path, tmp_path: Path, replace: dict = ()) -> Path:
+    text = (demo_dir / "demo.toml").read_text(encoding="utf-8")
+    for old, new in dict(replace).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    text = re.sub(r'path = "layers/', f'path = "{demo_dir}/layers/', text)
+    text = re.sub(r'"imagery/', f'"{demo_dir}/imagery/', text)
+    text = text.replace('workdir = "runs"', f'workdir = "{tmp_path / "runs"}"')
+    cfg = tmp_path / "ref.toml"
+    cfg.write_text(text, encoding="utf-8")
+    return cfg
+
+
+def test_last_year_quarter_placeholder():
+    assert fill("x/{last_year_quarter}/{quarter}/*.tif", "2026Q1", "2025Q4", "reference") \
+        == "x/2025Q1/2026Q1/*.tif"
+    with pytest.raises(ConfigError, match=r"\{last_year_quarter\}"):
+        fill("x/{year}/*.tif", "2026Q1", "2025Q4", "reference")
+
+
+def test_a_reference_cloud_mask_without_reference_imagery_is_refused(demo, tmp_path):
+    out, _ = demo
+    cfg = _config(out, tmp_path, {'reference = "imagery/{last_year_quarter}/*_MS.tif"\n': ""})
+    with pytest.raises(ConfigError, match=r"cloud_mask_reference .*\[imagery\]\.reference"):
+        load_config(cfg)
+
+
+@pytest.mark.parametrize("reference, level, words", [
+    ("2025-08-20", "OK", "days from one year before"),
+    ("2025-06-10", "WARN", "74 days before 2025-08-23"),
+    ("2026-06-01", "ERROR", "not earlier than before date 2026-05-18"),
+])
+def test_reference_date_against_the_pair(reference, level, words):
+    (got, what, message), = _check_reference_date(reference, "2026-05-18", "2026-08-23")
+    assert (got, what) == (level, "dates") and words in message, message
+
+
+def test_validate_reads_the_demo_reference(demo, tmp_path):
+    out, _ = demo
+    found = [f for f in validate_inputs(load_config(_config(out, tmp_path)), Quarter(2026, 3))
+             if f[1] == "imagery.reference"]
+    assert found and found[0][0] == "OK" and "blue,green,red,nir" in found[0][2]
+
+
+def test_run_fits_a_second_model_and_records_it(demo, tmp_path):
+    out, paths = demo
+    cfg = _config(out, tmp_path)
+    result = CliRunner().invoke(main, ["run", "--config", str(cfg), "--quarter", QUARTER,
+                                       "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / QUARTER
+    plan = json.loads((run / "plan.json").read_text(encoding="utf-8"))
+    manifest = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert plan["reference"]["files"] == [str(paths["reference"])]
+    assert plan["reference"]["cloud_masks"] == [str(paths["cloud_reference"])]
+    ref_model, model = plan["reference_model"], plan["model"]
+    assert ref_model["converged"] and len(ref_model["gain"]) == 4
+    assert ref_model["gain"] != model["gain"]          # another pair, another normalisation
+    assert manifest["reference_model"] == ref_model
+    assert manifest["dates"]["reference"].startswith("2025-")
+    assert str(paths["reference"]) in manifest["inputs"]
+
+
+def test_a_reference_glob_that_finds_nothing_stops_the_run(demo, tmp_path):
+    out, _ = demo
+    cfg = _config(out, tmp_path, {"{last_year_quarter}/*_MS.tif": "{last_year_quarter}/*_XS.tif"})
+    result = CliRunner().invoke(main, ["run", "--config", str(cfg), "--quarter", QUARTER])
+    assert result.exit_code == 2, result.output
+    assert "reference" in result.output and "*_XS.tif" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_reference_later_than_the_before_date_stops_the_run(demo, tmp_path):
+    out, _ = demo
+    cfg = _config(out, tmp_path, {'[imagery]\n': '[imagery]\nreference_date = "2026-06-01"\n'})
+    result = CliRunner().invoke(main, ["run", "--config", str(cfg), "--quarter", QUARTER])
+    assert result.exit_code == 2, result.output
+    assert "reference date 2026-06-01 is not earlier than the before date" in result.output
+
+
+def test_detect_command_with_a_reference_drops_seasonal_polygons_only(demo, tmp_path):
+    """`tianyan detect --reference`: the polygons kept are a subset of the two-date ones, fewer
+    of them, and every true change the two dates found on a field cropped a year ago is still
+    found."""
+    _, paths = demo
+    runner = CliRunner()
+    two, three = tmp_path / "two.gpkg", tmp_path / "three.gpkg"
+    for out, extra in ((two, []), (three, ["--reference", str(paths["reference"])])):
+        r = runner.invoke(main, ["detect", str(paths["before"]), str(paths["after"]), "-o", str(out),
+                                 "--tile-size", "256", *extra])
+        assert r.exit_code == 0, r.output
+    a, b = gpd.read_file(two), gpd.read_file(three)
+    assert 0 < len(b) < len(a)
+    assert b.union_all().difference(a.union_all().buffer(0.01)).area == pytest.approx(0, abs=1.0)
+    truth = gpd.read_file(paths["truth"], layer="truth").to_crs(a.crs)
+    found_two = truth[truth.intersects(a.union_all())]
+    found_three = truth[truth.intersects(b.union_all())]
+    assert len(found_three) >= 0.9 * len(found_two)
+
+
+def test_detect_command_names_a_missing_reference(demo, tmp_path):
+    _, paths = demo
+    r = CliRunner().invoke(main, ["detect", str(paths["before"]), str(paths["after"]), "-o",
+                                  str(tmp_path / "x.gpkg"), "--reference", str(tmp_path / "no.tif")])
+    assert r.exit_code == 2 and "no.tif: file not found" in r.output
