@@ -8,8 +8,9 @@ Prints, all measured in this run:
    machine may be shared); fit_model on the whole pair as a scene sample with its IR-MAD
    iterations; detect + objects alone, as the pipeline runs each tile (the model is fitted
    once per scene); and a pass that only reads the pair (the memory-bandwidth floor of
-   any pass over it). Run twice: with glibc's defaults, where a tile's ~33 bytes/px of fresh
-   output layers are page-faulted on every call, and in a child process that keeps freed
+   any pass over it). Run twice: with glibc's defaults, where a tile's ~4 bytes/px of fresh
+   output layers (flags, changed, evidence, strong; the float layers are summed per object
+   from the pair) are page-faulted on every call, and in a child process that keeps freed
    memory in the heap (MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_), as a worker
    that processes tile after tile can;
 3. first-call cost: cold (fresh NUMBA_CACHE_DIR, in a subprocess) and warm (cache hit);
@@ -128,6 +129,8 @@ def bench_kernels(size, repeat, np_repeat):
 
     pair("detect_pixels (fused smoothing)", lambda *a_: kernels.detect_pixels(*a_, 1), np_detect,
          x, y, valid, *args)
+    pair("pixel_flags (detect_pixels' flags)", lambda *a_: kernels.pixel_flags(*a_, 1),
+         np_detect, x, y, valid, *args)
     flags = out[-1]
     pair("vote_decide (r=1)", kernels.vote_decide, ref.ref_vote_decide, flags, valid, 1, True)
     m = (flags & kernels.FLAG_CHANGED) > 0
@@ -145,6 +148,20 @@ def bench_kernels(size, repeat, np_repeat):
                             minlength=n + 1) for v in layers]
 
     pair("object_sums (12 sums)", kernels.object_sums, np_sums, lab, 300, *layers)
+
+    def np_sums_pair(lab, n, r0, c0, x, y, flags, *model):
+        # NumPy's per-pixel layers of the labelled pixels only (gathered), then bincount
+        ii, jj = np.nonzero(lab)
+        xs, ys_ = x[:, ii, jj][:, None], y[:, ii, jj][:, None]
+        out = ref.ref_change(xs, ys_, ys_[2:4], np.ones((1, ii.size), bool), *model, rule)
+        f = flags[ii, jj]
+        vals = [*out[:8], f & kernels.FLAG_EVIDENCE, f & kernels.FLAG_STRONG]
+        k = lab[ii, jj]
+        return [np.bincount(k, weights=np.asarray(v).ravel().astype(np.float64), minlength=n + 1)
+                for v in vals]
+
+    pair(f"object_sums_pair ({m.mean():.0%} px labelled)", kernels.object_sums_pair, np_sums_pair,
+         lab, 300, 0, 0, x, y, flags, *args[:-1])
 
 
 @numba.njit(parallel=True, cache=True)
@@ -184,12 +201,20 @@ def detector_figures(size, repeat):
     allw = best_of(whole, repeat=repeat)
     tile = best_of(lambda: tile_objects(detect_tile(x, y, valid, BANDS, model, params), valid,
                                         core, tr, "EPSG:4545"), repeat=repeat)
+    # with a reference date (another draw of the parcels standing in for a year earlier): the
+    # cost of the veto, a second flags pass and morphology
+    r = make_pair(size, seed=2)[0]
+    ref_model = fit_model(np.ascontiguousarray(r[..., ::4, ::4]), ys, vs, BANDS, params)
+    three = best_of(lambda: tile_objects(
+        detect_tile(x, y, valid, BANDS, model, params, reference=r, reference_valid=valid,
+                    reference_model=ref_model), valid, core, tr, "EPSG:4545"), repeat=repeat)
     touch = best_of(kernels_read_pair, x, y, repeat=repeat)
     scene = best_of(fit_model, x, y, valid, BANDS, params, repeat=max(1, repeat - 1))
     return {"size": size, "threads": numba.get_num_threads(), "iterations": model.iterations,
             "converged": model.converged, "scene_iterations": scene[2].iterations,
             "objects": len(allw[2]), "fit": fit[:2], "detect": det[:2], "objects_t": obj[:2],
-            "whole": allw[:2], "tile": tile[:2], "touch": touch[:2], "scene": scene[:2]}
+            "whole": allw[:2], "tile": tile[:2], "three": three[:2], "touch": touch[:2],
+            "scene": scene[:2]}
 
 
 def print_detector(f, label):
@@ -201,7 +226,8 @@ def print_detector(f, label):
     print("  (Mpx/s of the pair; cpu = CPU time of all threads)")
     for name, key in (("fit_model (every 4th px)", "fit"), ("detect_tile", "detect"),
                       ("tile_objects", "objects_t"), ("fit + detect + objects", "whole"),
-                      ("detect + objects", "tile"), ("(only reading the pair)", "touch")):
+                      ("detect + objects", "tile"), ("+ a reference date", "three"),
+                      ("(only reading the pair)", "touch")):
         w, c = f[key]
         print(f"  {name:<26} {w:7.3f} s wall {rate(w)} Mpx/s   {c:7.3f} s cpu {rate(c)} Mpx/cpu-s")
     w, c = f["scene"]

@@ -232,26 +232,50 @@ class ChangeModel:
 class ChangeLayers:
     """Per-pixel output of :func:`detect_tile` on the halo arrays, all (h, w).
 
-    changed: bool, the decision after morphology. probability: float32 0-1,
-    chi-square CDF of the IR-MAD statistic. d_ndvi, d_ndwi: index change after -
-    before; d_bright: brightness change (reflectance); ndvi_after, ndwi_after,
-    bright_after, soil_after ((red - blue) / (red + blue)): the normalised after
-    date; evidence / strong: bool, land-use index signature at weak / strong
-    thresholds; flags: uint8 ``kernels.FLAG_*`` bits. Floats are NaN where invalid.
+    changed: bool, the decision after morphology. evidence / strong: bool,
+    land-use index signature at weak / strong thresholds; flags: uint8
+    ``kernels.FLAG_*`` bits. The float32 layers are computed on first access
+    (the decision needs none of them; objects sum them over their own pixels with
+    :meth:`object_sums`): probability, 0-1, chi-square CDF of the IR-MAD
+    statistic; d_ndvi, d_ndwi: index change after - before; d_bright: brightness
+    change (reflectance); ndvi_after, ndwi_after, bright_after, soil_after ((red
+    - blue) / (red + blue)): the normalised after date. Floats are NaN where
+    invalid. They are computed from the pair ``detect_tile`` was given, which is
+    kept by reference: do not modify it in place while the layers are in use.
     """
 
     changed: np.ndarray
-    probability: np.ndarray
-    d_ndvi: np.ndarray
-    d_ndwi: np.ndarray
-    d_bright: np.ndarray
-    ndvi_after: np.ndarray
-    ndwi_after: np.ndarray
-    bright_after: np.ndarray
-    soil_after: np.ndarray
     evidence: np.ndarray
     strong: np.ndarray
     flags: np.ndarray
+    pixel_args: tuple = field(repr=False)
+    """Arguments of ``kernels.detect_pixels`` (the pair, the model, the rules)."""
+    _floats: tuple | None = field(default=None, init=False, repr=False)
+
+    def _layer(self, k):
+        if self._floats is None:
+            self._floats = kernels.detect_pixels(*self.pixel_args)[:8]
+        return self._floats[k]
+
+    probability = property(lambda self: self._layer(0), doc="float32 chi-square CDF of Z.")
+    d_ndvi = property(lambda self: self._layer(1), doc="float32 NDVI after - before.")
+    d_ndwi = property(lambda self: self._layer(2), doc="float32 NDWI after - before.")
+    d_bright = property(lambda self: self._layer(3), doc="float32 brightness change.")
+    ndvi_after = property(lambda self: self._layer(4), doc="float32 NDVI after.")
+    ndwi_after = property(lambda self: self._layer(5), doc="float32 NDWI after.")
+    bright_after = property(lambda self: self._layer(6), doc="float32 brightness after.")
+    soil_after = property(lambda self: self._layer(7), doc="float32 soil tint after.")
+
+    def object_sums(self, lab, n, r0=0, c0=0):
+        """Pixel count and sums of the layers over each label, from the pair.
+
+        lab (hc, wc) int32 labels 1..n of the window whose first pixel is (r0, c0)
+        of the halo arrays. Returns ``kernels.object_sums`` of the layers ((n,
+        kernels.N_SUMS) float64), computed for the labelled pixels only.
+        """
+        x, y, _, *model, _, _ = self.pixel_args
+        return kernels.object_sums_pair(np.ascontiguousarray(lab, np.int32), int(n), int(r0),
+                                        int(c0), x, y, self.flags, *model)
 
 
 def _check_arrays(before, after, valid, bands):
@@ -382,9 +406,10 @@ def detect_tile(before, after, valid, bands, model, params, *, reference=None,
     rule = rules.rule_vector(params, idx.size, noise_b if np.isfinite(noise_b) else 0.0)
     # one pass per pixel (statistic, indices, rules; the flood rule's smoothing only
     # where it is read), then one for the crop vote and the morphology
-    prob, dv, dw, dbr, va, wa, bra, sa, flags = kernels.detect_pixels(
-        x, y, v, idx, mx, my, a, b, inv_sigma, gain, offset, roles, float(model.scale), rule,
-        params.crop_smooth_px)
+    # (the float32 layers only on demand: ChangeLayers)
+    args = (x, y, v, idx, mx, my, a, b, inv_sigma, gain, offset, roles, float(model.scale), rule,
+            params.crop_smooth_px)
+    flags = kernels.pixel_flags(*args)
     vote = params.landuse_rules and params.crop_vote_px > 0
     changed, evidence, strong = kernels.clean_decision(
         flags, v, params.crop_vote_px, params.require_evidence, vote, params.open_px,
@@ -392,10 +417,8 @@ def detect_tile(before, after, valid, bands, model, params, *, reference=None,
     if reference is not None:
         changed = new_since_reference(changed, y, v, reference, reference_valid, bands,
                                       reference_model, params)
-    return ChangeLayers(
-        changed=changed, probability=prob, d_ndvi=dv, d_ndwi=dw, d_bright=dbr,
-        ndvi_after=va, ndwi_after=wa, bright_after=bra, soil_after=sa,
-        evidence=evidence, strong=strong, flags=flags)
+    return ChangeLayers(changed=changed, evidence=evidence, strong=strong, flags=flags,
+                        pixel_args=args)
 
 
 def new_since_reference(changed, after, valid, reference, reference_valid, bands, model,
@@ -425,9 +448,8 @@ def new_since_reference(changed, after, valid, reference, reference_valid, bands
     idx, mr, my, a, b, inv_sigma, gain, offset = model.arrays()
     noise_b = model.noise.get("d_bright", 0.0)
     rule = rules.rule_vector(params, idx.size, noise_b if np.isfinite(noise_b) else 0.0)
-    *_, flags = kernels.detect_pixels(r, y, both, idx, mr, my, a, b, inv_sigma, gain, offset,
-                                      role_index(bands), float(model.scale), rule,
-                                      params.crop_smooth_px)
+    flags = kernels.pixel_flags(r, y, both, idx, mr, my, a, b, inv_sigma, gain, offset,
+                                role_index(bands), float(model.scale), rule, params.crop_smooth_px)
     new = (flags & kernels.FLAG_SIG) > 0
     if params.landuse_rules:
         new &= (flags & kernels.FLAG_VEG_GAIN) == 0

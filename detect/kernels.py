@@ -2,8 +2,9 @@
 
 No I/O, no objects, no configuration: the wrappers in ``detect.statistic``,
 ``detect.detector`` and ``detect.objects`` know dtypes, nodata and parameters.
-Every kernel has a plain NumPy reference in ``tests/test_detect_kernels.py`` or
-``tests/test_detect_fused.py``; ``bench/bench_detect.py`` times each against it.
+Every kernel has a plain NumPy reference in ``tests/test_detect_kernels.py``,
+``tests/test_detect_fused.py`` or ``tests/test_detect_lazy.py``; ``bench/bench_detect.py``
+times each against it.
 
 Array conventions: image stacks are ``(nbands, h, w)`` float32 in DN units;
 ``idx`` is an int64 vector selecting the bands of the statistic (array order,
@@ -612,40 +613,45 @@ def _nd(a, b):
 
 
 @serial
-def _wet(y, valid, i, j, ig, inn, g_gain, g_off, n_gain, n_off, wet32):
-    """The flood rule's wet mask at (i, j): NDWI of the normalised after date > wet_ndwi.
+def _wet_row(y, valid, i, ig, inn, g_gain, g_off, n_gain, n_off, wet32, out):
+    """The flood rule's wet mask of row i into out (w,) uint8: NDWI of the normalised after
+    date > wet_ndwi (valid, g - n > wet_ndwi (g + n) and g + n > 0).
 
-    float32 arithmetic in DN, as the NumPy wrapper of :func:`box_mean` computes it.
+    float32 arithmetic in DN, as the NumPy wrapper of :func:`box_mean` computes it;
+    branch-free (SIMD).
     """
-    g = y[ig, i, j] * g_gain + g_off
-    n = y[inn, i, j] * n_gain + n_off
-    return valid[i, j] and g - n > wet32 * (g + n) and g + n > np.float32(0.0)
+    yg = y[ig, i]
+    yn = y[inn, i]
+    vr = valid[i]
+    for j in range(out.size):
+        g = yg[j] * g_gain + g_off
+        n = yn[j] * n_gain + n_off
+        out[j] = vr[j] & (g - n > wet32 * (g + n)) & (g + n > np.float32(0.0))
 
 
-@serial
-def _wet_mean(y, valid, r, c, radius, ig, ir, inn, gain, offset, wet):
+@inline
+def _wet_mean(y, wet, w0, r, c, radius, ir, inn):
     """Mean after-date red and NIR (DN) over the wet pixels of the window around (r, c).
 
+    wet: rows of :func:`_wet_row` from row w0 on, covering r - radius .. r + radius.
     Sums run along rows, then over rows, in float64 (the order of :func:`box_mean`);
     the means are rounded to float32; NaN when the window holds no wet pixel.
     """
-    h = valid.shape[0]
-    wd = valid.shape[1]
-    g_gain = np.float32(gain[ig])
-    g_off = np.float32(offset[ig])
-    n_gain = np.float32(gain[inn])
-    n_off = np.float32(offset[inn])
+    h = y.shape[1]
+    wd = y.shape[2]
     cnt = 0
     s_r = 0.0
     s_n = 0.0
+    # scalar indexing only (a row view costs reference counting, more than the window), and
+    # selects, not branches: which pixels are wet is unpredictable; adding 0.0 is exact
     for ii in range(max(r - radius, 0), min(r + radius + 1, h)):
         t_r = 0.0
         t_n = 0.0
         for jj in range(max(c - radius, 0), min(c + radius + 1, wd)):
-            if _wet(y, valid, ii, jj, ig, inn, g_gain, g_off, n_gain, n_off, wet):
-                cnt += 1
-                t_r += y[ir, ii, jj]
-                t_n += y[inn, ii, jj]
+            w = wet[ii - w0, jj] != 0
+            cnt += w
+            t_r += y[ir, ii, jj] if w else 0.0
+            t_n += y[inn, ii, jj] if w else 0.0
         s_r += t_r
         s_n += t_n
     if cnt == 0:
@@ -767,15 +773,18 @@ def _outputs_row(zr, vb, va, wb, wa, brb, bra, sa, d_ndvi, d_ndwi, d_bri, ndvi_a
 
 @serial
 def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
-                lazy, radius, r0, r1, prob, d_ndvi, d_ndwi, d_bri, ndvi_a, ndwi_a, bri_a, soil_a,
-                flags):
+                lazy, radius, layers, r0, r1, prob, d_ndvi, d_ndwi, d_bri, ndvi_a, ndwi_a, bri_a,
+                soil_a, flags):
     """Rows r0..r1 of :func:`change_pixels` (``lazy``: :func:`detect_pixels`).
+
+    Without ``layers`` only the flags are written (:func:`pixel_flags`): the eight
+    float32 layers are neither computed nor stored.
 
     Per row: Z, the indices of both dates and the rule flags in loops that run
     as SIMD code (each touches few arrays, so the compiler's alias checks stay
     within its limits); then one scalar loop for the chi-square probability
     (exp) and, for the few pixels that could be a flooded paddy, the smoothed
-    NDVI of the flood rule.
+    NDVI of the flood rule (``lazy``: from the block's wet mask, made once).
     """
     wd = valid.shape[1]
     ib = roles[0]
@@ -802,6 +811,18 @@ def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, sca
     coef = _sf_coefficients(p)
     sc = np.zeros((9, wd))
     cand = np.empty(wd, dtype=np.bool_)
+    # the flood rule's wet mask of the block's rows and halo (SIMD), if a window is read
+    h = valid.shape[0]
+    w0 = max(r0 - radius, 0)
+    wet = np.empty((min(r1 + radius, h) - w0 if lazy and radius > 0 else 0, wd), dtype=np.uint8)
+    if lazy and radius > 0:
+        if ig >= 0 and inn >= 0:
+            g_gain, g_off = np.float32(gain[ig]), np.float32(offset[ig])
+            n_gain, n_off = np.float32(gain[inn]), np.float32(offset[inn])
+            for g in range(w0, w0 + wet.shape[0]):
+                _wet_row(y, valid, g, ig, inn, g_gain, g_off, n_gain, n_off, wet32, wet[g - w0])
+        else:
+            wet[:] = 0
     for r in range(r0, r1):
         _z_row(x, y, r, ip, mx, my, ca, cb, zr)
         _dates_row(x[ib, r] if ib >= 0 else zero, x[ig, r] if ig >= 0 else zero,
@@ -815,12 +836,13 @@ def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, sca
                       sc[7], sc[8])
         _rules_row(zr, valid[r], sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8],
                    rule, flags[r], cand)
-        _outputs_row(zr, sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], d_ndvi[r], d_ndwi[r],
-                     d_bri[r], ndvi_a[r], ndwi_a[r], bri_a[r], soil_a[r])
-        _sf_row(zr, p, coef, sf)
-        pr = prob[r]
-        for c in range(wd):
-            pr[c] = 1.0 - sf[c]  # NaN where not valid
+        if layers:
+            _outputs_row(zr, sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], d_ndvi[r],
+                         d_ndwi[r], d_bri[r], ndvi_a[r], ndwi_a[r], bri_a[r], soil_a[r])
+            _sf_row(zr, p, coef, sf)
+            pr = prob[r]
+            for c in range(wd):
+                pr[c] = 1.0 - sf[c]  # NaN where not valid
         for c in range(wd):
             if cand[c]:
                 # flooded paddy or deep pond: NDVI of the local mean after spectrum;
@@ -832,7 +854,7 @@ def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, sca
                     sr = y[ir, r, c]
                     sn = y[inn, r, c]
                 else:
-                    sr, sn = _wet_mean(y, valid, r, c, radius, ig, ir, inn, gain, offset, wet32)
+                    sr, sn = _wet_mean(y, wet, w0, r, c, radius, ir, inn)
                 vsa = _nd(gain[inn] * sn + offset[inn], gain[ir] * sr + offset[ir])
                 if vsa > flood_ndvi:
                     f = flags[r, c] | FLAG_CROP
@@ -883,7 +905,8 @@ def change_pixels(x, y, ys, valid, idx, mean_x, mean_y, a, b, inv_sigma,
     nch = (h + CHUNK - 1) // CHUNK
     for ch in prange(nch):
         _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
-                    np.bool_(False), np.int64(0), _first(ch), _stop(ch, h), *o, flags)
+                    np.bool_(False), np.int64(0), np.bool_(True), _first(ch), _stop(ch, h), *o,
+                    flags)
     return (*o, flags)
 
 
@@ -908,8 +931,32 @@ def detect_pixels(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offse
     nch = (h + CHUNK - 1) // CHUNK
     for ch in prange(nch):
         _pixel_rows(x, y, none, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
-                    np.bool_(True), radius, _first(ch), _stop(ch, h), *o, flags)
+                    np.bool_(True), radius, np.bool_(True), _first(ch), _stop(ch, h), *o,
+                    flags)
     return (*o, flags)
+
+
+@parallel
+def pixel_flags(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offset, roles, scale,
+                rule, radius):
+    """The flags of :func:`detect_pixels` alone: (h, w) uint8 ``FLAG_*`` bits.
+
+    The decision needs only the flags; the float32 layers (8 x 4 bytes per pixel
+    written) are summed per object, so :func:`object_sums_pair` computes them for
+    the changed pixels only. Same arguments as :func:`detect_pixels`.
+    """
+    p = idx.size
+    h, wd = valid.shape
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
+    o = _layers(1, 1)  # not written
+    flags = np.empty((h, wd), dtype=np.uint8)
+    none = np.zeros((2, 1, 1), dtype=np.float32)
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _pixel_rows(x, y, none, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
+                    np.bool_(True), radius, np.bool_(False), _first(ch), _stop(ch, h), *o,
+                    flags)
+    return flags
 
 
 @serial
@@ -1394,4 +1441,158 @@ def object_sums(lab, n, prob, d_ndvi, d_ndwi, d_bri, ndvi_a, ndwi_a, bri_a, soil
             out[k, 9] += soil_a[i, j]
             out[k, 10] += 1.0 if evidence[i, j] else 0.0
             out[k, 11] += 1.0 if strong[i, j] else 0.0
+    return out
+
+
+@serial
+def _count_pixels(m, r0, r1):
+    """Number of non-zero entries in rows r0..r1 of m (labels or a mask; SIMD)."""
+    n = 0
+    for i in range(r0, r1):
+        mr = m[i]
+        for j in range(mr.size):
+            n += mr[j] != 0
+    return n
+
+
+@serial
+def _list_pixels(m, r0, r1, t, rows, cols):
+    """Row and column of the non-zero entries of rows r0..r1 of m, from rows[t] on."""
+    for i in range(r0, r1):
+        mr = m[i]
+        for j in range(mr.size):
+            if mr[j] != 0:
+                rows[t] = i
+                cols[t] = j
+                t += 1
+
+
+@serial
+def _pixel_values(x, y, rows, cols, r0, c0, p, ip, mx, my, ca, cb, gain, offset, roles, scale,
+                  t0, t1, vals):
+    """The float32 layers of :func:`detect_pixels` at pixels t0..t1 of (rows, cols) into vals.
+
+    The pixels' band values are gathered into a one-row pair, and the row helpers
+    of :func:`_pixel_rows` (:func:`_z_row`, :func:`_dates_row`, :func:`_outputs_row`,
+    :func:`_sf_row`) run on it: one formula, the same float arithmetic.
+    vals (8, npix) float32: probability, d_ndvi, d_ndwi, d_bright, ndvi_a, ndwi_a,
+    bright_a, soil_a.
+    """
+    nb = x.shape[0]
+    m = t1 - t0
+    xg = np.empty((nb, 1, m), dtype=np.float32)
+    yg = np.empty((nb, 1, m), dtype=np.float32)
+    t = 0
+    while t < m:  # by runs of consecutive pixels along a row: a copy loop per band (4x faster)
+        r = rows[t0 + t]
+        c = cols[t0 + t]
+        e = t + 1
+        while e < m and rows[t0 + e] == r and cols[t0 + e] == c + (e - t):
+            e += 1
+        rr = r0 + r
+        cc = c0 + c
+        for k in range(nb):
+            xs = x[k, rr, cc:cc + e - t]
+            ys = y[k, rr, cc:cc + e - t]
+            xo = xg[k, 0, t:e]
+            yo = yg[k, 0, t:e]
+            for q in range(e - t):
+                xo[q] = xs[q]
+            for q in range(e - t):
+                yo[q] = ys[q]
+        t = e
+    ib = roles[0]
+    ig = roles[1]
+    ir = roles[2]
+    inn = roles[3]
+    nvis = 0
+    for rr in (ib, ig, ir):
+        if rr >= 0:
+            nvis += 1
+    gb_, ob_ = (gain[ib], offset[ib]) if ib >= 0 else (0.0, 0.0)
+    gg_, og_ = (gain[ig], offset[ig]) if ig >= 0 else (0.0, 0.0)
+    gr_, or_ = (gain[ir], offset[ir]) if ir >= 0 else (0.0, 0.0)
+    gn_, on_ = (gain[inn], offset[inn]) if inn >= 0 else (0.0, 0.0)
+    zero = np.zeros(m, dtype=np.float32)
+    zr = np.empty(m)
+    sf = np.empty(m)
+    sc = np.empty((7, m))
+    _z_row(xg, yg, 0, ip, mx, my, ca, cb, zr)
+    _dates_row(xg[ib, 0] if ib >= 0 else zero, xg[ig, 0] if ig >= 0 else zero,
+               xg[ir, 0] if ir >= 0 else zero, xg[inn, 0] if inn >= 0 else zero,
+               yg[ib, 0] if ib >= 0 else zero, yg[ig, 0] if ig >= 0 else zero,
+               yg[ir, 0] if ir >= 0 else zero, yg[inn, 0] if inn >= 0 else zero,
+               scale, nvis, gb_, ob_, gg_, og_, gr_, or_, gn_, on_,
+               sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6])
+    v = vals[:, t0:t1]
+    _outputs_row(zr, sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], v[1], v[2], v[3], v[4],
+                 v[5], v[6], v[7])
+    _sf_row(zr, p, _sf_coefficients(p), sf)
+    pr = v[0]
+    for t in range(m):
+        pr[t] = 1.0 - sf[t]
+
+
+PIX_CHUNK = 4096  # labelled pixels per parallel work item of object_sums_pair
+
+
+@parallel
+def object_sums_pair(lab, n, r0, c0, x, y, flags, idx, mean_x, mean_y, a, b, inv_sigma, gain,
+                     offset, roles, scale):
+    """:func:`object_sums` of the layers of :func:`detect_pixels`, computed from the pair.
+
+    lab (hc, wc) int32 labels 1..n of a window of the tile whose pixel (0, 0) is
+    pixel (r0, c0) of x, y (nb, h, w) float32 and flags (h, w) uint8 (from
+    :func:`pixel_flags`); the model arguments as :func:`detect_pixels`. Only the
+    labelled pixels (the changed ones: a few per cent of a tile) are read; their
+    layers come from the row helpers of the per-pixel pass (:func:`_pixel_values`),
+    so the sums equal ``object_sums`` over that pass's layers, added in the same
+    row-major order. N_EVID / N_STRONG count the FLAG_EVIDENCE / FLAG_STRONG bits.
+    Labelled pixels must be valid (changed pixels are). Returns (n, N_SUMS) float64.
+    """
+    p = idx.size
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
+    # the labelled pixels in row-major order, listed by row blocks in parallel
+    hc = lab.shape[0]
+    nrb = (hc + CHUNK - 1) // CHUNK
+    start = np.zeros(nrb + 1, dtype=np.int64)
+    for ch in prange(nrb):
+        start[ch + 1] = _count_pixels(lab, _first(ch), _stop(ch, hc))
+    for ch in range(nrb):
+        start[ch + 1] += start[ch]
+    npix = start[nrb]
+    rows = np.empty(npix, dtype=np.int32)
+    cols = np.empty(npix, dtype=np.int32)
+    for ch in prange(nrb):
+        _list_pixels(lab, _first(ch), _stop(ch, hc), start[ch], rows, cols)
+    vals = np.empty((8, npix), dtype=np.float32)
+    nch = (npix + PIX_CHUNK - 1) // PIX_CHUNK
+    for ch in prange(nch):
+        t0 = np.int64(ch) * PIX_CHUNK
+        _pixel_values(x, y, rows, cols, r0, c0, p, ip, mx, my, ca, cb, gain, offset, roles,
+                      scale, t0, min(t0 + PIX_CHUNK, npix), vals)
+    return sums_of_values(lab, n, rows, cols, vals, flags, r0, c0)
+
+
+@serial
+def sums_of_values(lab, n, rows, cols, vals, flags, r0, c0):
+    """:func:`object_sums` from the pixels' layers: (n, N_SUMS) float64.
+
+    rows, cols, vals: the labelled pixels of lab, in row-major order, and their
+    layers (:func:`_pixel_values`); flags of the arrays whose pixel (r0, c0) is
+    lab's (0, 0). Pixels are added in row-major order (as ``np.bincount``).
+    """
+    out = np.zeros((n, N_SUMS))
+    for t in range(rows.size):
+        k = lab[rows[t], cols[t]] - 1
+        f = flags[r0 + rows[t], c0 + cols[t]]
+        bri = np.float64(vals[6, t])
+        out[k, 0] += 1.0
+        for q in range(6):
+            out[k, 1 + q] += vals[q, t]
+        out[k, 7] += bri
+        out[k, 8] += bri * bri
+        out[k, 9] += vals[7, t]
+        out[k, 10] += 1.0 if f & FLAG_EVIDENCE else 0.0
+        out[k, 11] += 1.0 if f & FLAG_STRONG else 0.0
     return out

@@ -5,7 +5,8 @@ components and polygons are built on the core only and cut at its edge. Every
 statistic is carried as an additive sum (``ADDITIVE``) so that the parts of an
 object cut by tile edges merge exactly in ``detect.merge``. Polygons are in the
 processing CRS, traced by ``detect.polygonize`` along the edges of the 4-connected
-regions, holes kept.
+regions, holes kept. The per-object sums read only the changed pixels' layers, computed
+from the image pair (``ChangeLayers.object_sums``).
 """
 from __future__ import annotations
 
@@ -22,12 +23,10 @@ ADDITIVE = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA",
             "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG")
 """Columns of a part that sum when parts merge: pixel count and sums over its pixels."""
 
-_LAYERS = ("probability", "d_ndvi", "d_ndwi", "d_bright", "ndvi_after", "ndwi_after",
-           "bright_after", "soil_after", "evidence", "strong")
-"""ChangeLayers summed per object, in the argument order of ``kernels.object_sums``."""
 _SUM_COLUMNS = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA", "S_BRIA",
                 "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG")
 """The columns of ``kernels.object_sums``: pixel count, sums of the layers (S_BRIA2: squares)."""
+
 
 def square_offsets(size):
     """(lo, hi) offsets of a square structuring element of ``size`` pixels per side."""
@@ -106,23 +105,27 @@ def tile_objects(layers, valid, core, transform, crs) -> gpd.GeoDataFrame:
     m = np.ascontiguousarray(layers.changed[rs, cs] & np.asarray(valid, bool)[rs, cs])
     if not m.any():
         return empty_parts(crs)
+    core_transform = Affine(*transform[:6]) * Affine.translation(cols.start, rows.start)
     lab, n = label4(m)
-    sums = kernels.object_sums(lab, n, *(getattr(layers, a)[rs, cs] for a in _LAYERS))
+    sums = layers.object_sums(lab, n, rows.start, cols.start)
+    geoms = polygons(lab, n, core_transform)
     cols_out = {name: sums[:, k].astype(np.int64) if name.startswith("N") else sums[:, k]
                 for k, name in enumerate(_SUM_COLUMNS)}
-    core_transform = Affine(*transform[:6]) * Affine.translation(cols.start, rows.start)
-    geoms = polygons(lab, n, core_transform)
     px_area = abs(core_transform.a * core_transform.e - core_transform.b * core_transform.d)
     cols_out["PX_AREA"] = np.full(n, px_area)
-    cols_out = {c: cols_out[c] for c in (*ADDITIVE, "PX_AREA")}
-    gdf = gpd.GeoDataFrame(cols_out, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
-    return sort_objects(gdf)
+    order = _order(geoms)  # built sorted: as sort_objects, without reordering a frame
+    cols_out = {c: cols_out[c][order] for c in (*ADDITIVE, "PX_AREA")}
+    return gpd.GeoDataFrame(cols_out, geometry=gpd.GeoSeries(geoms[order], crs=crs), crs=crs)
 
 
 def sort_objects(gdf) -> gpd.GeoDataFrame:
     """Deterministic order: centroid y descending, then x ascending; index reset."""
     if len(gdf) == 0:
         return gdf.reset_index(drop=True)
-    c = shapely.centroid(gdf.geometry.values)
-    order = np.lexsort((shapely.get_x(c), -shapely.get_y(c)))
-    return gdf.iloc[order].reset_index(drop=True)
+    return gdf.iloc[_order(gdf.geometry.values)].reset_index(drop=True)
+
+
+def _order(geoms):
+    """Indices sorting geometries by centroid y descending, then x ascending."""
+    c = shapely.centroid(geoms)
+    return np.lexsort((shapely.get_x(c), -shapely.get_y(c)))
