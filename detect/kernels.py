@@ -686,6 +686,32 @@ def _dates_row(xb, xg, xr, xn, yb, yg, yr, yn, scale, nvis, gb_, ob_, gg_, og_, 
 
 
 @serial
+def _indices_row(x, y, r, roles, gain, offset, scale, zero, sc):
+    """:func:`_dates_row` of row ``r`` of the pair, bands found by role, into sc[0..6].
+
+    An absent band reads ``zero`` (a row of zeros) with gain and offset 0.
+    """
+    ib = roles[0]
+    ig = roles[1]
+    ir = roles[2]
+    inn = roles[3]
+    nvis = 0
+    for rr in (ib, ig, ir):
+        if rr >= 0:
+            nvis += 1
+    gb_, ob_ = (gain[ib], offset[ib]) if ib >= 0 else (0.0, 0.0)
+    gg_, og_ = (gain[ig], offset[ig]) if ig >= 0 else (0.0, 0.0)
+    gr_, or_ = (gain[ir], offset[ir]) if ir >= 0 else (0.0, 0.0)
+    gn_, on_ = (gain[inn], offset[inn]) if inn >= 0 else (0.0, 0.0)
+    _dates_row(x[ib, r] if ib >= 0 else zero, x[ig, r] if ig >= 0 else zero,
+               x[ir, r] if ir >= 0 else zero, x[inn, r] if inn >= 0 else zero,
+               y[ib, r] if ib >= 0 else zero, y[ig, r] if ig >= 0 else zero,
+               y[ir, r] if ir >= 0 else zero, y[inn, r] if inn >= 0 else zero,
+               scale, nvis, gb_, ob_, gg_, og_, gr_, or_, gn_, on_,
+               sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6])
+
+
+@serial
 def _ndbi_row(xs, xn, ys, yn, scale, gs_, os_, gn_, on_, nbb, nba):
     """NDBI (SWIR, NIR) of both dates along one row, the after date normalised."""
     for c in range(nbb.size):
@@ -787,7 +813,6 @@ def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, sca
     NDVI of the flood rule (``lazy``: from the block's wet mask, made once).
     """
     wd = valid.shape[1]
-    ib = roles[0]
     ig = roles[1]
     ir = roles[2]
     inn = roles[3]
@@ -795,14 +820,7 @@ def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, sca
     flood_ndvi = rule[R_FLOOD_NDVI]
     landuse = rule[R_LANDUSE] > 0.5
     wet32 = np.float32(rule[R_WET_NDWI])
-    nvis = 0
-    for rr in (ib, ig, ir):
-        if rr >= 0:
-            nvis += 1
-    # per role: gain and offset of the after date (0 for an absent band, which reads zeros)
-    gb_, ob_ = (gain[ib], offset[ib]) if ib >= 0 else (0.0, 0.0)
-    gg_, og_ = (gain[ig], offset[ig]) if ig >= 0 else (0.0, 0.0)
-    gr_, or_ = (gain[ir], offset[ir]) if ir >= 0 else (0.0, 0.0)
+    # NIR's and SWIR's gain and offset of the after date for the NDBI (0 for an absent band)
     gn_, on_ = (gain[inn], offset[inn]) if inn >= 0 else (0.0, 0.0)
     gs_, os_ = (gain[isw], offset[isw]) if isw >= 0 else (0.0, 0.0)
     zero = np.zeros(wd, dtype=np.float32)
@@ -825,12 +843,7 @@ def _pixel_rows(x, y, ys, valid, p, ip, mx, my, ca, cb, gain, offset, roles, sca
             wet[:] = 0
     for r in range(r0, r1):
         _z_row(x, y, r, ip, mx, my, ca, cb, zr)
-        _dates_row(x[ib, r] if ib >= 0 else zero, x[ig, r] if ig >= 0 else zero,
-                   x[ir, r] if ir >= 0 else zero, x[inn, r] if inn >= 0 else zero,
-                   y[ib, r] if ib >= 0 else zero, y[ig, r] if ig >= 0 else zero,
-                   y[ir, r] if ir >= 0 else zero, y[inn, r] if inn >= 0 else zero,
-                   scale, nvis, gb_, ob_, gg_, og_, gr_, or_, gn_, on_,
-                   sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6])
+        _indices_row(x, y, r, roles, gain, offset, scale, zero, sc)
         if isw >= 0:  # otherwise sc[7], sc[8] stay 0: no NDBI signature
             _ndbi_row(x[isw, r], x[inn, r], y[isw, r], y[inn, r], scale, gs_, os_, gn_, on_,
                       sc[7], sc[8])
@@ -1501,29 +1514,12 @@ def _pixel_values(x, y, rows, cols, r0, c0, p, ip, mx, my, ca, cb, gain, offset,
             for q in range(e - t):
                 yo[q] = ys[q]
         t = e
-    ib = roles[0]
-    ig = roles[1]
-    ir = roles[2]
-    inn = roles[3]
-    nvis = 0
-    for rr in (ib, ig, ir):
-        if rr >= 0:
-            nvis += 1
-    gb_, ob_ = (gain[ib], offset[ib]) if ib >= 0 else (0.0, 0.0)
-    gg_, og_ = (gain[ig], offset[ig]) if ig >= 0 else (0.0, 0.0)
-    gr_, or_ = (gain[ir], offset[ir]) if ir >= 0 else (0.0, 0.0)
-    gn_, on_ = (gain[inn], offset[inn]) if inn >= 0 else (0.0, 0.0)
     zero = np.zeros(m, dtype=np.float32)
     zr = np.empty(m)
     sf = np.empty(m)
     sc = np.empty((7, m))
     _z_row(xg, yg, 0, ip, mx, my, ca, cb, zr)
-    _dates_row(xg[ib, 0] if ib >= 0 else zero, xg[ig, 0] if ig >= 0 else zero,
-               xg[ir, 0] if ir >= 0 else zero, xg[inn, 0] if inn >= 0 else zero,
-               yg[ib, 0] if ib >= 0 else zero, yg[ig, 0] if ig >= 0 else zero,
-               yg[ir, 0] if ir >= 0 else zero, yg[inn, 0] if inn >= 0 else zero,
-               scale, nvis, gb_, ob_, gg_, og_, gr_, or_, gn_, on_,
-               sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6])
+    _indices_row(xg, yg, 0, roles, gain, offset, scale, zero, sc)
     v = vals[:, t0:t1]
     _outputs_row(zr, sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], v[1], v[2], v[3], v[4],
                  v[5], v[6], v[7])
