@@ -924,6 +924,22 @@ def change_pixels(x, y, ys, valid, idx, mean_x, mean_y, a, b, inv_sigma,
 
 
 @parallel
+def _pixel_pass(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offset, roles, scale,
+                rule, radius, layers):
+    """:func:`detect_pixels` (``layers``) or :func:`pixel_flags` (1 x 1 layers, not written)."""
+    p = idx.size
+    h, wd = valid.shape
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
+    o = _layers(h, wd) if layers else _layers(1, 1)
+    flags = np.empty((h, wd), dtype=np.uint8)
+    none = np.zeros((2, 1, 1), dtype=np.float32)
+    nch = (h + CHUNK - 1) // CHUNK
+    for ch in prange(nch):
+        _pixel_rows(x, y, none, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
+                    np.bool_(True), radius, layers, _first(ch), _stop(ch, h), *o, flags)
+    return (*o, flags)
+
+
 def detect_pixels(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offset, roles, scale,
                   rule, radius):
     """:func:`change_pixels` with the flood rule's smoothing done in place.
@@ -935,21 +951,10 @@ def detect_pixels(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offse
     window is read only for the pixels the flood rule looks at, so no smoothed
     image is made. Returns the same nine (h, w) arrays.
     """
-    p = idx.size
-    h, wd = valid.shape
-    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
-    o = _layers(h, wd)
-    flags = np.empty((h, wd), dtype=np.uint8)
-    none = np.zeros((2, 1, 1), dtype=np.float32)
-    nch = (h + CHUNK - 1) // CHUNK
-    for ch in prange(nch):
-        _pixel_rows(x, y, none, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
-                    np.bool_(True), radius, np.bool_(True), _first(ch), _stop(ch, h), *o,
-                    flags)
-    return (*o, flags)
+    return _pixel_pass(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offset, roles,
+                       scale, rule, radius, np.bool_(True))
 
 
-@parallel
 def pixel_flags(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offset, roles, scale,
                 rule, radius):
     """The flags of :func:`detect_pixels` alone: (h, w) uint8 ``FLAG_*`` bits.
@@ -958,18 +963,8 @@ def pixel_flags(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offset,
     written) are summed per object, so :func:`object_sums_pair` computes them for
     the changed pixels only. Same arguments as :func:`detect_pixels`.
     """
-    p = idx.size
-    h, wd = valid.shape
-    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, inv_sigma)
-    o = _layers(1, 1)  # not written
-    flags = np.empty((h, wd), dtype=np.uint8)
-    none = np.zeros((2, 1, 1), dtype=np.float32)
-    nch = (h + CHUNK - 1) // CHUNK
-    for ch in prange(nch):
-        _pixel_rows(x, y, none, valid, p, ip, mx, my, ca, cb, gain, offset, roles, scale, rule,
-                    np.bool_(True), radius, np.bool_(False), _first(ch), _stop(ch, h), *o,
-                    flags)
-    return flags
+    return _pixel_pass(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offset, roles,
+                       scale, rule, radius, np.bool_(False))[-1]
 
 
 @serial
@@ -980,23 +975,11 @@ def _noise_rows(x, y, valid, weight, roles, gain, offset, scale, r0, r1, acc, ch
     the valid pixels where d is finite; each date's index is rounded to float32,
     as ``detect.indices`` gives it (the indices are those of :func:`_dates_row`).
     """
-    ib = roles[0]
-    ig = roles[1]
-    ir = roles[2]
-    inn = roles[3]
-    nvis = 0
-    for rr in (ib, ig, ir):
-        if rr >= 0:
-            nvis += 1
     wd = valid.shape[1]
     zero = np.zeros(wd, dtype=np.float32)
     sc = np.empty((7, wd))
-    gb_, ob_ = (gain[ib], offset[ib]) if ib >= 0 else (0.0, 0.0)
     for r in range(r0, r1):
-        _dates_row(x[ib, r] if ib >= 0 else zero, x[ig, r], x[ir, r], x[inn, r],
-                   y[ib, r] if ib >= 0 else zero, y[ig, r], y[ir, r], y[inn, r],
-                   scale, nvis, gb_, ob_, gain[ig], offset[ig], gain[ir], offset[ir],
-                   gain[inn], offset[inn], sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6])
+        _indices_row(x, y, r, roles, gain, offset, scale, zero, sc)
         vr = valid[r]
         wr = weight[r]
         for k in range(3):

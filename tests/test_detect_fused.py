@@ -184,13 +184,9 @@ def test_index_noise_equals_numpy(swir):
 
 
 # ---------------------------------------------------------------- the per-pixel pass
-@pytest.mark.parametrize("radius, swir, landuse", [(1, False, True), (2, True, True),
-                                                   (0, False, True), (1, False, False)])
-def test_detect_pixels_is_box_mean_then_change_pixels(radius, swir, landuse):
-    h, w = TALL, 45
-    x, y = _realistic_pair(h, w, swir)
+def pass_args(x, y, swir, landuse=True, radius=1):
+    """Random model and rule arguments of the per-pixel pass after (x, y, valid), and the params."""
     nb = x.shape[0]
-    valid = RNG.random((h, w)) > 0.05
     idx = np.arange(nb, dtype=np.int64)
     mx, my = np.nanmean(x.reshape(nb, -1), 1), np.nanmean(y.reshape(nb, -1), 1)
     a, b = RNG.normal(0, 3e-3, (nb, nb)), RNG.normal(0, 3e-3, (nb, nb))
@@ -199,7 +195,17 @@ def test_detect_pixels_is_box_mean_then_change_pixels(radius, swir, landuse):
     roles = np.array([0, 1, 2, 3, 4 if swir else -1], dtype=np.int64)
     params = DetectParams(landuse_rules=landuse, crop_smooth_px=radius)
     rule = rule_vector(params, nb, 0.01)
-    args = (idx, mx, my, a, b, inv_sigma, gain, offset, roles, 1e-4, rule)
+    return (idx, mx, my, a, b, inv_sigma, gain, offset, roles, 1e-4, rule), params
+
+
+@pytest.mark.parametrize("radius, swir, landuse", [(1, False, True), (2, True, True),
+                                                   (0, False, True), (1, False, False)])
+def test_detect_pixels_is_box_mean_then_change_pixels(radius, swir, landuse):
+    h, w = TALL, 45
+    x, y = _realistic_pair(h, w, swir)
+    valid = RNG.random((h, w)) > 0.05
+    args, params = pass_args(x, y, swir, landuse, radius)
+    gain, offset, roles = args[6], args[7], args[8]
     got = kernels.detect_pixels(x, y, valid, *args, radius)
     # the same kernel fed the whole-image smoothing: equal up to float rounding
     ys = smoothed_red_nir(y, valid, roles, gain, offset, params)

@@ -13,25 +13,11 @@ import pytest
 
 from detect import kernels
 from detect.detector import DetectParams, detect_tile, fit_model
-from detect.rules import rule_vector
-from tests.test_detect_fused import ref_wet_box
+from tests.test_detect_fused import pass_args, ref_wet_box
 from tests.test_detect_kernels import _realistic_pair, ref_change
 
 RNG = np.random.default_rng(11)
 TALL = 2 * kernels.CHUNK + 13  # three row blocks, the last one short
-
-
-def _args(x, y, swir, landuse=True, radius=1):
-    nb = x.shape[0]
-    idx = np.arange(nb, dtype=np.int64)
-    mx, my = np.nanmean(x.reshape(nb, -1), 1), np.nanmean(y.reshape(nb, -1), 1)
-    a, b = RNG.normal(0, 3e-3, (nb, nb)), RNG.normal(0, 3e-3, (nb, nb))
-    inv_sigma = RNG.uniform(0.5, 2, nb)
-    gain, offset = RNG.uniform(0.9, 1.1, nb), RNG.uniform(-200, 200, nb)
-    roles = np.array([0, 1, 2, 3, 4 if swir else -1], dtype=np.int64)
-    params = DetectParams(landuse_rules=landuse, crop_smooth_px=radius)
-    rule = rule_vector(params, nb, 0.01)
-    return (idx, mx, my, a, b, inv_sigma, gain, offset, roles, 1e-4, rule), params
 
 
 def _bincount_sums(lab, n, layers):
@@ -51,7 +37,7 @@ def _bincount_sums(lab, n, layers):
 def test_pixel_flags_equal_detect_pixels(radius, swir, landuse):
     x, y = _realistic_pair(TALL, 45, swir)
     valid = RNG.random((TALL, 45)) > 0.05
-    args, _ = _args(x, y, swir, landuse, radius)
+    args, _ = pass_args(x, y, swir, landuse, radius)
     flags = kernels.pixel_flags(x, y, valid, *args, radius)
     np.testing.assert_array_equal(flags, kernels.detect_pixels(x, y, valid, *args, radius)[-1])
     assert (flags & kernels.FLAG_CROP).any() and (flags & kernels.FLAG_CHANGED).any()
@@ -62,7 +48,7 @@ def test_object_sums_pair_equal_sums_of_layers(swir):
     h, w = TALL, 53
     x, y = _realistic_pair(h, w, swir)
     valid = RNG.random((h, w)) > 0.05
-    args, params = _args(x, y, swir)
+    args, params = pass_args(x, y, swir)
     layers = kernels.detect_pixels(x, y, valid, *args, 1)
     flags = layers[-1]
     # labels on a window of the arrays (a tile's core inside its halo), on valid pixels only
@@ -93,7 +79,7 @@ def test_object_sums_pair_equal_sums_of_layers(swir):
 
 def test_object_sums_pair_no_labels():
     x, y = _realistic_pair(9, 11, False)
-    args, _ = _args(x, y, False)
+    args, _ = pass_args(x, y, False)
     flags = np.zeros((9, 11), np.uint8)
     lab = np.zeros((9, 11), np.int32)
     got = kernels.object_sums_pair(lab, 0, 0, 0, x, y, flags, *args[:-1])

@@ -1,7 +1,6 @@
 """The optional third date through the pipeline: configuration, placeholders, validation, the
 plan's second model, `tianyan run` and `tianyan detect --reference`, and the errors on bad input."""
 import json
-import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,6 +13,7 @@ from pipeline.quarter import Quarter
 from pipeline.validate import _check_reference_date, validate_inputs
 from tiles.errors import ConfigError
 from tiles.imagery import fill
+from tests.test_ops_validate import variant
 
 QUARTER = "2026Q3"
 
@@ -28,16 +28,7 @@ def demo(tmp_path_factory):
 
 
 def _config(demo_dir: Path, tmp_path: Path, replace: dict = ()) -> Path:
-    text = (demo_dir / "demo.toml").read_text(encoding="utf-8")
-    for old, new in dict(replace).items():
-        assert old in text, old
-        text = text.replace(old, new)
-    text = re.sub(r'path = "layers/', f'path = "{demo_dir}/layers/', text)
-    text = re.sub(r'"imagery/', f'"{demo_dir}/imagery/', text)
-    text = text.replace('workdir = "runs"', f'workdir = "{tmp_path / "runs"}"')
-    cfg = tmp_path / "ref.toml"
-    cfg.write_text(text, encoding="utf-8")
-    return cfg
+    return variant(demo_dir, tmp_path, replace)
 
 
 def test_last_year_quarter_placeholder():
