@@ -250,6 +250,9 @@ class ChangeLayers:
     flags: np.ndarray
     pixel_args: tuple = field(repr=False)
     """Arguments of ``kernels.detect_pixels`` (the pair, the model, the rules)."""
+    vetoed: np.ndarray | None = None
+    """With a reference date: (h, w) bool, changed by the two dates but dropped by the
+    reference's veto (the after state was already there a year earlier); else None."""
     _floats: tuple | None = field(default=None, init=False, repr=False)
 
     def _layer(self, k):
@@ -414,11 +417,13 @@ def detect_tile(before, after, valid, bands, model, params, *, reference=None,
     changed, evidence, strong = kernels.clean_decision(
         flags, v, params.crop_vote_px, params.require_evidence, vote, params.open_px,
         params.close_px)
+    vetoed = None
     if reference is not None:
-        changed = new_since_reference(changed, y, v, reference, reference_valid, bands,
-                                      reference_model, params)
+        kept = new_since_reference(changed, y, v, reference, reference_valid, bands,
+                                   reference_model, params)
+        changed, vetoed = kept, changed & ~kept
     return ChangeLayers(changed=changed, evidence=evidence, strong=strong, flags=flags,
-                        pixel_args=args)
+                        pixel_args=args, vetoed=vetoed)
 
 
 def new_since_reference(changed, after, valid, reference, reference_valid, bands, model,

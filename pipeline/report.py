@@ -23,10 +23,26 @@ def summarize(gdf: gpd.GeoDataFrame, *, quarter: str, packages: dict, outside: l
     counties = {}
     for code, county in gdf[gdf["XZQDM"] != ""].groupby("XZQDM", sort=True):
         counties[code] = {"name": county["XZQMC"].iloc[0], **block(county), "package": packages.get(code)}
-    return {"quarter": quarter, "dates": manifest.get("dates", {}), "run_id": manifest.get("run_id"),
+    reference = {}
+    if "reference" in manifest.get("dates", {}):
+        res = float(manifest.get("grid", {}).get("res", 0.0))
+        px = manifest.get("reference_veto_px", 0)
+        reference = {"date": manifest["dates"]["reference"], "vetoed_px": int(px),
+                     "vetoed_mu": round(px * res * res * 3 / 2000, 2)}
+    return {"quarter": quarter, "dates": manifest.get("dates", {}), "reference": reference,
+            "run_id": manifest.get("run_id"),
             "config_hash": manifest.get("config_hash"), "total": block(gdf), "counties": counties,
             "outside_counties": outside, "failed_tiles": failed_tiles,
             "failed_counties": failed_counties, "layers": overlay_report.get("layers", {})}
+
+
+def _reference_text(reference: dict) -> str:
+    """The report's sentence on the reference date (the same season a year earlier), if any."""
+    if not reference:
+        return ""
+    return (f"参考时相（去年同季）{html.escape(str(reference['date']))}：前后时相的变化中约 "
+            f"{reference['vetoed_mu']:.2f} 亩在去年同季已是同样地类（如每年此时泡田、收割），"
+            f"作为季节性变化剔除。")
 
 
 def write_html(path: Path, summary: dict, title: str) -> None:
@@ -52,7 +68,7 @@ td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:nth-child(2){{
 <h1>{e(title)} — {e(summary['quarter'])}</h1>
 <p>前时相 {e(summary['dates'].get('before', ''))}，后时相 {e(summary['dates'].get('after', ''))}；
 图斑 {t['polygons']} 个，面积 {t['area_mu']:.2f} 亩，其中耕地 {t['farmland_mu']:.2f} 亩、永久基本农田
-{t['basic_farmland_mu']:.2f} 亩。</p>
+{t['basic_farmland_mu']:.2f} 亩。{_reference_text(summary.get('reference') or {})}</p>
 <table><tr><th>行政区代码</th><th>行政区名称</th><th>图斑数</th><th>一/二/三级</th><th>面积(亩)</th>
 <th>耕地(亩)</th><th>永久基本农田(亩)</th><th>核查包</th></tr>
 {''.join(rows)}</table>

@@ -107,6 +107,8 @@ def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcom
     manifest["dates"] = {d.label: d.date for d in dates}
     manifest["grid"] = grid.to_dict()
     manifest["model"] = model.to_dict()
+    manifest.pop("reference_model", None)
+    manifest.pop("reference_veto_px", None)
     if reference is not None:
         manifest["reference_model"] = reference_model.to_dict()
     rd.event("plan", tiles=len(tiles), width=grid.width, height=grid.height, decimation=decimate)
@@ -260,15 +262,21 @@ def detect_one_tile(task: tuple) -> dict:
     pending = _AHEAD.take((run_path, tile.id))
     if ahead and ahead[0] is not None:
         _read_ahead(run_path, _tile_from_plan(ahead[0]))
-    parts, _, valid, t_read = process_tile(grid, before, after, model, params, tile, plan["resampling"],
-                                           reference=reference,
-                                           read=pending.result if pending is not None else None)
+    parts, layers, valid, t_read = process_tile(grid, before, after, model, params, tile,
+                                                plan["resampling"], reference=reference,
+                                                read=pending.result if pending is not None else None)
     prefetched, pending = pending is not None, None          # let go of the arrays it holds
+    vetoed = 0
+    if layers is not None and layers.vetoed is not None:
+        vetoed = int(layers.vetoed[tile.core_in_halo].sum())
+    layers = None
+    if reference is not None:   # before the part file, whose presence marks the tile done
+        write_json(Path(run_path) / "tiles" / f"{tile.id}.veto.json", {"vetoed_px": vetoed})
     with atomic_path(Path(run_path) / "tiles" / f"{tile.id}.parquet") as tmp:
         parts.to_parquet(tmp)
     return {"tile": tile.id, "objects": len(parts), "valid_px": int(valid[tile.core_in_halo].sum()),
             "skipped": t_read is None, "read_s": round(t_read or 0.0, 3), "prefetched": prefetched,
-            "total_s": round(time.perf_counter() - t0, 3)}
+            "vetoed_px": vetoed, "total_s": round(time.perf_counter() - t0, 3)}
 
 
 def _read_ahead(run_path: str, tile: Tile) -> None:
@@ -339,6 +347,10 @@ def stage_merge(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outco
     with atomic_path(rd.path / "objects.parquet") as tmp:
         objects.to_parquet(tmp)
     manifest["counts"] = {"tile_parts": len(parts), "merged": len(merged), "after_mmu": len(objects)}
+    if "reference" in plan:   # core pixels the reference date dropped as seasonal, all tiles
+        manifest["reference_veto_px"] = sum(
+            json.loads(p.read_text(encoding="utf-8"))["vetoed_px"]
+            for p in (rd.tiles / f"{t['id']}.veto.json" for t in plan["tiles"]) if p.exists())
     rd.event("merge", parts=len(parts), merged=len(merged), kept=len(objects))
 
 

@@ -8,6 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from detect.detector import detect_tile
+from pipeline import stages as _stages
+from tiles.reader import read_tile
 from pipeline.config import load_config
 from pipeline.quarter import Quarter
 from pipeline.validate import _check_reference_date, validate_inputs
@@ -79,6 +82,27 @@ def test_run_fits_a_second_model_and_records_it(demo, tmp_path):
     assert manifest["reference_model"] == ref_model
     assert manifest["dates"]["reference"].startswith("2025-")
     assert str(paths["reference"]) in manifest["inputs"]
+    # the pixels the reference dropped, per tile: what two dates change minus what three do,
+    # recomputed here for one tile straight from the detector
+    veto = {t["id"]: json.loads((run / "tiles" / f"{t['id']}.veto.json").read_text())["vetoed_px"]
+            for t in plan["tiles"]}
+    assert manifest["reference_veto_px"] == sum(veto.values()) > 0
+    tid, _ = max(veto.items(), key=lambda kv: kv[1])
+    t = next(t for t in plan["tiles"] if t["id"] == tid)
+    grid, before, after, model, params = (_stages._worker_plan(str(run))[i] for i in (1, 2, 3, 4, 5))
+    reference = _stages._worker_plan(str(run))[6]
+    tile = _stages._tile_from_plan(t)
+    b, a, v, r, rv = read_tile(before, after, reference.date, grid, tile.halo)
+    two = detect_tile(b, a, v, before.roles, model, params).changed[tile.core_in_halo]
+    three = detect_tile(b, a, v, before.roles, model, params, reference=r, reference_valid=rv,
+                        reference_model=reference.model).changed[tile.core_in_halo]
+    assert not (three & ~two).any()
+    assert veto[tid] == int(two.sum() - three.sum())
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert summary["reference"]["vetoed_mu"] == pytest.approx(sum(veto.values()) * 4.0 * 3 / 2000,
+                                                              abs=0.01)
+    assert "参考时相（去年同季）" + manifest["dates"]["reference"] in \
+        (run / "report.html").read_text(encoding="utf-8")
 
 
 def test_a_reference_glob_that_finds_nothing_stops_the_run(demo, tmp_path):
