@@ -147,3 +147,23 @@ def test_detect_command_names_a_missing_reference(demo, tmp_path):
     r = CliRunner().invoke(main, ["detect", str(paths["before"]), str(paths["after"]), "-o",
                                   str(tmp_path / "x.gpkg"), "--reference", str(tmp_path / "no.tif")])
     assert r.exit_code == 2 and "no.tif: file not found" in r.output
+
+
+def test_a_reference_clouded_all_over_stops_the_run_naming_it(demo, tmp_path):
+    """No clear pixel shared by the reference and the after date: no second model can be fitted;
+    the run stops naming the reference file instead of silently running on two dates."""
+    import numpy as np
+    import rasterio
+
+    out, paths = demo
+    with rasterio.open(paths["cloud_reference"]) as src:
+        profile, shape = src.profile, src.shape
+    overcast = tmp_path / "overcast.tif"
+    with rasterio.open(overcast, "w", **profile) as dst:
+        dst.write(np.ones((1, *shape), dtype=profile["dtype"]))
+    cfg = _config(out, tmp_path, {'"imagery/{last_year_quarter}/*_cloud.tif"': f'"{overcast}"'})
+    result = CliRunner().invoke(main, ["run", "--config", str(cfg), "--quarter", QUARTER])
+    assert result.exit_code == 2, result.output
+    assert f"{paths['reference']}: the reference date cannot be compared with the after date" \
+        in result.output
+    assert "Traceback" not in result.output
