@@ -453,8 +453,9 @@ def new_since_reference(changed, after, valid, reference, reference_valid, bands
     idx, mr, my, a, b, inv_sigma, gain, offset = model.arrays()
     noise_b = model.noise.get("d_bright", 0.0)
     rule = rules.rule_vector(params, idx.size, noise_b if np.isfinite(noise_b) else 0.0)
+    # radius 0: the flood rule's window only decides FLAG_CROP, which the veto does not read
     flags = kernels.pixel_flags(r, y, both, idx, mr, my, a, b, inv_sigma, gain, offset,
-                                role_index(bands), float(model.scale), rule, params.crop_smooth_px)
+                                role_index(bands), float(model.scale), rule, 0)
     new = (flags & kernels.FLAG_SIG) > 0
     if params.landuse_rules:
         new &= (flags & kernels.FLAG_VEG_GAIN) == 0
