@@ -167,3 +167,36 @@ def test_a_reference_clouded_all_over_stops_the_run_naming_it(demo, tmp_path):
     assert f"{paths['reference']}: the reference date cannot be compared with the after date" \
         in result.output
     assert "Traceback" not in result.output
+
+
+def test_detect_command_warps_a_reference_in_another_crs(demo, tmp_path):
+    """A reference delivered in UTM 49N at 2.5 m (last year's scene from another product line)
+    is warped onto the before grid: the polygons kept are nearly those of the same-grid run."""
+    import numpy as np
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    _, paths = demo
+    utm = tmp_path / "reference_utm.tif"
+    with rasterio.open(paths["reference"]) as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, "EPSG:32649", src.width, src.height, *src.bounds, resolution=2.5)
+        profile = dict(src.profile, crs="EPSG:32649", transform=transform, width=width,
+                       height=height)
+        with rasterio.open(utm, "w", **profile) as dst:
+            for b in range(1, src.count + 1):
+                out = np.zeros((height, width), np.uint16)
+                reproject(rasterio.band(src, b), out, dst_transform=transform,
+                          dst_crs="EPSG:32649", resampling=Resampling.bilinear, src_nodata=0,
+                          dst_nodata=0)
+                dst.write(out, b)
+    runner = CliRunner()
+    same, warped = tmp_path / "same.gpkg", tmp_path / "warped.gpkg"
+    for out, ref in ((same, paths["reference"]), (warped, utm)):
+        r = runner.invoke(main, ["detect", str(paths["before"]), str(paths["after"]), "-o", str(out),
+                                 "--tile-size", "256", "--reference", str(ref)])
+        assert r.exit_code == 0, r.output
+    a, b = gpd.read_file(same), gpd.read_file(warped)
+    assert b.crs == a.crs and len(b) > 0
+    inter = a.union_all().intersection(b.union_all()).area
+    assert inter >= 0.9 * max(a.union_all().area, b.union_all().area)
