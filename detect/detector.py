@@ -232,9 +232,9 @@ class ChangeModel:
 class ChangeLayers:
     """Per-pixel output of :func:`detect_tile` on the halo arrays, all (h, w).
 
-    changed: bool, the decision after morphology. evidence / strong: bool,
-    land-use index signature at weak / strong thresholds; flags: uint8
-    ``kernels.FLAG_*`` bits. The float32 layers are computed on first access
+    changed: bool, the decision after morphology; flags: uint8 ``kernels.FLAG_*``
+    bits; evidence / strong (read from the flags): bool, land-use index signature
+    at weak / strong thresholds. The float32 layers are computed on first access
     (the decision needs none of them; objects sum them over their own pixels with
     :meth:`object_sums`): probability, 0-1, chi-square CDF of the IR-MAD
     statistic; d_ndvi, d_ndwi: index change after - before; d_bright: brightness
@@ -245,8 +245,6 @@ class ChangeLayers:
     """
 
     changed: np.ndarray
-    evidence: np.ndarray
-    strong: np.ndarray
     flags: np.ndarray
     pixel_args: tuple = field(repr=False)
     """Arguments of ``kernels.detect_pixels`` (the pair, the model, the rules)."""
@@ -260,6 +258,10 @@ class ChangeLayers:
             self._floats = kernels.detect_pixels(*self.pixel_args)[:8]
         return self._floats[k]
 
+    evidence = property(lambda self: (self.flags & kernels.FLAG_EVIDENCE) > 0,
+                        doc="bool land-use signature at the weak thresholds (FLAG_EVIDENCE).")
+    strong = property(lambda self: (self.flags & kernels.FLAG_STRONG) > 0,
+                      doc="bool land-use signature at the strong thresholds (FLAG_STRONG).")
     probability = property(lambda self: self._layer(0), doc="float32 chi-square CDF of Z.")
     d_ndvi = property(lambda self: self._layer(1), doc="float32 NDVI after - before.")
     d_ndwi = property(lambda self: self._layer(2), doc="float32 NDWI after - before.")
@@ -414,7 +416,7 @@ def detect_tile(before, after, valid, bands, model, params, *, reference=None,
             params.crop_smooth_px)
     flags = kernels.pixel_flags(*args)
     vote = params.landuse_rules and params.crop_vote_px > 0
-    changed, evidence, strong = kernels.clean_decision(
+    changed = kernels.clean_decision(
         flags, v, params.crop_vote_px, params.require_evidence, vote, params.open_px,
         params.close_px)
     vetoed = None
@@ -422,8 +424,7 @@ def detect_tile(before, after, valid, bands, model, params, *, reference=None,
         kept = new_since_reference(changed, y, v, reference, reference_valid, bands,
                                    reference_model, params)
         changed, vetoed = kept, changed & ~kept
-    return ChangeLayers(changed=changed, evidence=evidence, strong=strong, flags=flags,
-                        pixel_args=args, vetoed=vetoed)
+    return ChangeLayers(changed=changed, flags=flags, pixel_args=args, vetoed=vetoed)
 
 
 def new_since_reference(changed, after, valid, reference, reference_valid, bands, model,

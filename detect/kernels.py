@@ -1265,8 +1265,7 @@ def vote_decide(flags, valid, radius, require):
 
 
 @serial
-def _clean_chunk(flags, valid, vote_r, require, vote, open_px, close_px, r0, r1,
-                 changed, evidence, strong):
+def _clean_chunk(flags, valid, vote_r, require, vote, open_px, close_px, r0, r1, changed):
     """Rows r0..r1 of :func:`clean_decision`: every stage on block-local scratch.
 
     Each stage is computed on the block's rows plus the halo the later stages
@@ -1315,14 +1314,6 @@ def _clean_chunk(flags, valid, vote_r, require, vote, open_px, close_px, r0, r1,
             o = out[g]
             for j in range(w):
                 o[j] = s[j]
-    for g in range(r0, r1):
-        fr = flags[g]
-        ev = evidence[g]
-        st = strong[g]
-        for j in range(w):
-            f = fr[j]
-            ev[j] = (f & FLAG_EVIDENCE) != 0
-            st[j] = (f & FLAG_STRONG) != 0
 
 
 @parallel
@@ -1331,18 +1322,15 @@ def clean_decision(flags, valid, vote_r, require, vote, open_px, close_px):
 
     Equal to ``objects.clean_mask(raw, valid, open_px, close_px)`` with raw =
     ``vote_decide(flags, valid, vote_r, require)`` when ``vote``, else the
-    FLAG_CHANGED bit. Returns (changed, evidence, strong): (h, w) bool, the last
-    two the FLAG_EVIDENCE / FLAG_STRONG bits.
+    FLAG_CHANGED bit. Returns changed (h, w) bool.
     """
     h, w = flags.shape
     changed = np.empty((h, w), dtype=np.bool_)
-    evidence = np.empty((h, w), dtype=np.bool_)
-    strong = np.empty((h, w), dtype=np.bool_)
     nch = (h + CHUNK - 1) // CHUNK
     for ch in prange(nch):
         _clean_chunk(flags, valid, vote_r, require, vote, open_px, close_px, _first(ch),
-                     _stop(ch, h), changed, evidence, strong)
-    return changed, evidence, strong
+                     _stop(ch, h), changed)
+    return changed
 
 
 @serial

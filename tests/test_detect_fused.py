@@ -68,7 +68,7 @@ def ref_clean_decision(flags, valid, vote_r, require, vote, open_px, close_px):
                 m = ref_dilate(ref_erode(m | ~valid, lo, hi) & valid, lo, hi) & valid
             else:
                 m = ref_erode(ref_dilate(m, lo, hi) | ~valid, lo, hi) & valid
-    return m, (flags & kernels.FLAG_EVIDENCE) > 0, (flags & kernels.FLAG_STRONG) > 0
+    return m
 
 
 def ref_robust_sigma(x, y, idx, valid, mean_x, mean_y, a, b):
@@ -237,14 +237,11 @@ def test_clean_decision_is_decide_then_clean_mask(shape, vote_r, require, landus
         valid = RNG.random(shape) > 0.1
         flags[~valid] = 0
         vote = landuse and vote_r > 0
-        changed, evidence, strong = kernels.clean_decision(flags, valid, vote_r, require, vote,
-                                                           open_px, close_px)
+        changed = kernels.clean_decision(flags, valid, vote_r, require, vote, open_px, close_px)
         ref = clean_mask(decide(flags, valid, params), valid, open_px, close_px)
         np.testing.assert_array_equal(changed, ref)
         np.testing.assert_array_equal(changed, ref_clean_decision(
-            flags, valid, vote_r, require, vote, open_px, close_px)[0])
-        np.testing.assert_array_equal(evidence, (flags & kernels.FLAG_EVIDENCE) > 0)
-        np.testing.assert_array_equal(strong, (flags & kernels.FLAG_STRONG) > 0)
+            flags, valid, vote_r, require, vote, open_px, close_px))
 
 
 @pytest.mark.parametrize("radius", [1, 3])
