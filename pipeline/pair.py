@@ -56,13 +56,12 @@ def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str]
         options["min_area_m2"] = min_area_m2
     params = DetectParams.from_dict(options)
     grid = make_grid([before_path], [after_path], crs=crs, resolution=res)
-    reference = None
+    ref_date = None
     if reference_path is not None:
-        reference = open_files("reference", [reference_path], bands, require_date=False)
-        check_pair(reference, after)
-    model, _, reference_model = fit_scene_model(before, after, grid, params, reference=reference)
-    if reference is not None:
-        reference = Reference(reference, reference_model)
+        ref_date = open_files("reference", [reference_path], bands, require_date=False)
+        check_pair(ref_date, after)
+    model, _, ref_model = fit_scene_model(before, after, grid, params, reference=ref_date)
+    reference = Reference(ref_date, ref_model) if ref_date is not None else None
     tiles = make_tiles(grid, tile_size, HALO_PX)
     frames = []
     prob_tmp = None
