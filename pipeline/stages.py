@@ -392,7 +392,9 @@ def assign_jcbh(gdf: gpd.GeoDataFrame, quarter: Quarter) -> gpd.GeoDataFrame:
     gdf["_code"] = gdf["XZQDM"].where(gdf["XZQDM"] != "", "000000")
     gdf = gdf.sort_values(["_code", "YXJ", "_score", "_y", "_x"], kind="mergesort")
     seq = gdf.groupby("_code").cumcount() + 1
-    gdf["JCBH"] = gdf["_code"] + f"{quarter.year}Q{quarter.q}" + seq.map("{:05d}".format)
+    # astype(str): on no rows, map gives int64, which a string column cannot add
+    gdf["JCBH"] = (gdf["_code"] + f"{quarter.year}Q{quarter.q}"
+                   + seq.map("{:05d}".format).astype(str))
     gdf = gdf.drop(columns=["_y", "_x", "_score", "_code"])
     return gdf.reset_index(drop=True)
 

@@ -137,3 +137,17 @@ def test_numba_cache_and_disk(demo, tmp_path, monkeypatch):
     assert level == "ERROR" and "100 MB free" in message
     r = CliRunner().invoke(main, ["validate", "--config", str(cfg), "--quarter", "2026Q3"])
     assert r.exit_code == 2 and re.search(r"^ERROR\s+disk", r.output, re.M)
+
+
+def test_a_quarter_without_any_change_polygon_finishes_cleanly(demo, tmp_path):
+    """An MMU larger than the scene leaves no polygon: the run still writes an empty changes
+    layer, packages and a report, and says 0 polygons (it once failed numbering no rows)."""
+    cfg = variant(demo, tmp_path, {"min_area_m2 = 200": "min_area_m2 = 1e12"})
+    result = CliRunner().invoke(main, ["run", "--config", str(cfg), "--quarter", str(Q),
+                                       "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / str(Q)
+    assert len(gpd.read_file(run / "changes.gpkg", layer="changes")) == 0
+    summary = (run / "summary.json").read_text(encoding="utf-8")
+    assert '"polygons": 0' in summary
+    assert (run / "report.html").exists()
