@@ -165,7 +165,8 @@ def _summary_text(summary: dict, run_path: Path) -> str:
     ref = summary.get("reference") or {}
     lines = [f"Quarter {summary['quarter']}  before {summary['dates'].get('before')}  "
              f"after {summary['dates'].get('after')}"
-             + (f"  reference {ref['date']} (dropped {ref['vetoed_mu']:.2f} 亩 as seasonal)"
+             + (f"  reference {ref['date']} (dropped {ref['vetoed_polygons']} polygon(s), "
+                f"{ref['vetoed_mu']:.2f} 亩, as seasonal)"
                 if ref else ""),
              f"{'XZQDM':<8}{'XZQMC':<10}{'polygons':>9}{'L1':>5}{'L2':>5}{'L3':>5}{'area 亩':>10}  package"]
     for code, c in summary["counties"].items():

@@ -248,9 +248,13 @@ class ChangeLayers:
     flags: np.ndarray
     pixel_args: tuple = field(repr=False)
     """Arguments of ``kernels.detect_pixels`` (the pair, the model, the rules)."""
-    vetoed: np.ndarray | None = None
-    """With a reference date: (h, w) bool, changed by the two dates but dropped by the
-    reference's veto (the after state was already there a year earlier); else None."""
+    reference_seen: np.ndarray | None = None
+    """With a reference date: (h, w) bool, the reference is clear there (and so are both
+    dates); else None."""
+    reference_new: np.ndarray | None = None
+    """With a reference date: (h, w) bool, seen and changed by a land-use change since the
+    reference too (:func:`reference_masks`); else None. ``changed`` stays the two dates'
+    decision: the reference judges whole objects (``detect.merge.apply_reference``)."""
     _floats: tuple | None = field(default=None, init=False, repr=False)
 
     def _layer(self, k):
@@ -373,9 +377,10 @@ def detect_tile(before, after, valid, bands, model, params, *, reference=None,
                 reference_valid=None, reference_model=None) -> ChangeLayers:
     """Per-pixel change decision and morphology on one tile read with its halo.
 
-    With a reference date (the same season a year earlier), a change is kept only where the
-    reference is not clear or where the after date is new since the reference as well: see
-    :func:`new_since_reference`.
+    With a reference date (the same season a year earlier), the layers also carry where the
+    reference is clear and where the after date is new since it (:func:`reference_masks`); the
+    objects count both, and ``detect.merge.apply_reference`` drops the objects the reference
+    explains as seasonal once the seams are merged.
 
     Parameters
     ----------
@@ -419,30 +424,29 @@ def detect_tile(before, after, valid, bands, model, params, *, reference=None,
     changed = kernels.clean_decision(
         flags, v, params.crop_vote_px, params.require_evidence, vote, params.open_px,
         params.close_px)
-    vetoed = None
+    seen = new = None
     if reference is not None:
-        kept = new_since_reference(changed, y, v, reference, reference_valid, bands,
-                                   reference_model, params)
-        changed, vetoed = kept, changed & ~kept
-    return ChangeLayers(changed=changed, flags=flags, pixel_args=args, vetoed=vetoed)
+        seen, new = reference_masks(y, v, reference, reference_valid, bands, reference_model,
+                                    params)
+    return ChangeLayers(changed=changed, flags=flags, pixel_args=args, reference_seen=seen,
+                        reference_new=new)
 
 
-def new_since_reference(changed, after, valid, reference, reference_valid, bands, model,
-                        params):
-    """The reference date's veto against phenology: ``changed`` where the after date is new.
+def reference_masks(after, valid, reference, reference_valid, bands, model, params):
+    """Where the reference date is clear, and where the after date is new since it.
 
-    The reference is the same season a year earlier. A pixel stays changed where the reference
-    is not clear, or where the after date differs from the reference by a land-use change: the
-    chi-square test of ``model`` (fitted on reference and after) is significant and the index
-    changes from the reference show a land-use signature that is not a vegetation gain (the
-    decision's own terms; without ``landuse_rules`` the test alone). Where they do not, the
-    after state was already there at this time last year: a paddy flooded or a field harvested
-    as every year. A new building, road or pond on a field that was cropped a year ago is a
-    change from both dates and stays. The seasonal-crop rules are not applied on this pair:
-    whether a change is a harvest was the two-date decision's question, and their brightness
-    cap depends on the pair's normalisation, so a new earthwork can read as a harvest against
-    a hazier reference. The same opening and closing as the decision follow, so a core pixel
-    still depends only on pixels within ``params.reach_px``. Returns (h, w) bool.
+    The reference is the same season a year earlier. The after date is new since the reference
+    where it differs from it by a land-use change: the chi-square test of ``model`` (fitted on
+    reference and after) is significant and the index changes from the reference show a
+    land-use signature that is not a vegetation gain (the decision's own terms; without
+    ``landuse_rules`` the test alone). Where they do not, the after state was already there at
+    this time last year: a paddy flooded or a field harvested as every year. A new building,
+    road or pond on a field that was cropped a year ago is new from both dates. The
+    seasonal-crop rules are not applied on this pair: whether a change is a harvest was the
+    two-date decision's question, and their brightness cap depends on the pair's
+    normalisation, so a new earthwork can read as a harvest against a hazier reference. The
+    same opening and closing as the decision follow, so a core pixel still depends only on
+    pixels within ``params.reach_px``. Returns ``(seen, new)``, (h, w) bool, new within seen.
     """
     if model is None or reference_valid is None:
         raise ConfigError("a reference date needs its reference_valid mask and a change model "
@@ -462,8 +466,7 @@ def new_since_reference(changed, after, valid, reference, reference_valid, bands
         new &= (flags & kernels.FLAG_VEG_GAIN) == 0
         if params.require_evidence:
             new &= (flags & kernels.FLAG_EVIDENCE) > 0
-    new = clean_mask(new, both, params.open_px, params.close_px)
-    return changed & (new | ~both)
+    return both, clean_mask(new, both, params.open_px, params.close_px)
 
 
 def smoothed_red_nir(y, valid, roles, gain, offset, params):
@@ -501,4 +504,4 @@ def decide(flags, valid, params):
 
 
 __all__ = ["HALO_PX", "DetectParams", "ChangeModel", "ChangeLayers", "fit_model",
-           "detect_tile", "ROLES"]
+           "detect_tile", "reference_masks", "ROLES"]

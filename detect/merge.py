@@ -1,4 +1,4 @@
-"""Seam merge of tile parts into whole objects, then the minimum mapping unit.
+"""Seam merge of tile parts into whole objects, the reference date's verdict, then the MMU.
 
 Tiles cut objects at their core edges. Two parts belong to one object exactly
 when they share a boundary segment (4-connectivity across the seam); parts
@@ -98,3 +98,30 @@ def apply_mmu(objects: gpd.GeoDataFrame, min_area_m2: float, outline_px: float =
     if outline_px > 0.0:
         area = area + outline_px * np.sqrt(px_area) * shapely.length(objects.geometry.values)
     return objects[area >= float(min_area_m2)].reset_index(drop=True)
+
+
+def apply_reference(objects: gpd.GeoDataFrame, min_area_m2: float
+                    ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Split whole objects into those the reference date leaves and those it explains as seasonal.
+
+    The reference is the same season a year earlier; each object counts the pixels it sees
+    clear (N_REFSEEN) and the ones changed since it by a land-use change (N_REFNEW, see
+    ``detect.detector.reference_masks``). The verdict is per object, not per pixel, because a
+    seasonal change and a land-use change each fill a parcel: an object is dropped when the
+    reference sees enough of it (a minimum mapping unit, or most of a smaller object) and
+    finds little new there (less than a minimum mapping unit, and less than half of what it
+    sees). Where the reference is clouded over most of an object, the two dates decide. A kept
+    object keeps its whole two-date extent, so a new pond or site is not cut into fragments
+    where last year's field looked like it; a dropped one goes whole, its clouded part too.
+    Objects without the columns (no reference) are all kept. Returns ``(kept, dropped)``, each
+    with the index reset, order kept.
+    """
+    if len(objects) == 0 or "N_REFSEEN" not in objects:
+        return objects.reset_index(drop=True), objects.iloc[:0].reset_index(drop=True)
+    mmu_px = np.maximum(float(min_area_m2) / objects["PX_AREA"].to_numpy(np.float64), 1.0)
+    npix = objects["NPIX"].to_numpy(np.float64)
+    seen = objects["N_REFSEEN"].to_numpy(np.float64)
+    new = objects["N_REFNEW"].to_numpy(np.float64)
+    explained = (seen >= np.minimum(mmu_px, npix / 2)) & (new < np.minimum(mmu_px, seen / 2))
+    return (objects[~explained].reset_index(drop=True),
+            objects[explained].reset_index(drop=True))

@@ -20,8 +20,10 @@ from detect.components import label4
 from detect.polygonize import polygons
 
 ADDITIVE = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA", "S_BRIA",
-            "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG")
-"""Columns of a part that sum when parts merge: pixel count and sums over its pixels."""
+            "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG", "N_REFSEEN", "N_REFNEW")
+"""Columns of a part that sum when parts merge: pixel count and sums over its pixels
+(N_REFSEEN / N_REFNEW: pixels the reference date sees clear / sees changed since; 0 without
+one)."""
 
 _SUM_COLUMNS = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDWIA", "S_BRIA",
                 "S_BRIA2", "S_SOILA", "N_EVID", "N_STRONG")
@@ -94,7 +96,7 @@ def tile_objects(layers, valid, core, transform, crs) -> gpd.GeoDataFrame:
     -------
     geopandas.GeoDataFrame
         Polygons (holes kept) cut at the core edge, with ``ADDITIVE`` columns
-        (NPIX pixels, S_* sums, N_* counts) and PX_AREA (planar m² per pixel);
+        (NPIX pixels, S_* sums, N_* counts, N_REF* with a reference date) and PX_AREA (planar m² per pixel);
         sorted by centroid y descending, x ascending.
     """
     rs, cs = core
@@ -111,6 +113,9 @@ def tile_objects(layers, valid, core, transform, crs) -> gpd.GeoDataFrame:
     geoms = polygons(lab, n, core_transform)
     cols_out = {name: sums[:, k].astype(np.int64) if name.startswith("N") else sums[:, k]
                 for k, name in enumerate(_SUM_COLUMNS)}
+    for name, mask in (("N_REFSEEN", layers.reference_seen), ("N_REFNEW", layers.reference_new)):
+        cols_out[name] = (np.zeros(n, np.int64) if mask is None else
+                          np.bincount(lab[mask[rs, cs]], minlength=n + 1)[1:].astype(np.int64))
     px_area = abs(core_transform.a * core_transform.e - core_transform.b * core_transform.d)
     cols_out["PX_AREA"] = np.full(n, px_area)
     order = _order(geoms)  # built sorted: as sort_objects, without reordering a frame

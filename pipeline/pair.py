@@ -18,7 +18,7 @@ import rasterio.shutil
 
 from detect.classify import classify
 from detect.detector import HALO_PX, DetectParams
-from detect.merge import apply_mmu, merge_seams
+from detect.merge import apply_mmu, apply_reference, merge_seams
 from pipeline.atomic import atomic_path
 from pipeline.stages import Reference, fit_scene_model, process_tile
 from tiles.errors import InputFileError
@@ -35,7 +35,7 @@ def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str]
     """Detect change between two raster files and write polygons (and the probability raster).
 
     ``reference_path``: an optional third file, the same season a year earlier, with the same
-    bands; see ``detect.detector.new_since_reference``.
+    bands; see ``detect.merge.apply_reference``.
     """
     for path in (before_path, after_path, reference_path):
         if path is not None and not Path(path).is_file():
@@ -88,7 +88,8 @@ def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str]
             prob_ds.close()
     if frames:
         merged = merge_seams(gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=grid.crs))
-        result = classify(apply_mmu(merged, params.min_area_m2, params.mmu_outline_px))
+        left, _ = apply_reference(merged, params.min_area_m2)
+        result = classify(apply_mmu(left, params.min_area_m2, params.mmu_outline_px))
     else:
         result = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
     result["QSX"], result["HSX"] = before.date, after.date

@@ -25,10 +25,11 @@ def summarize(gdf: gpd.GeoDataFrame, *, quarter: str, packages: dict, outside: l
         counties[code] = {"name": county["XZQMC"].iloc[0], **block(county), "package": packages.get(code)}
     reference = {}
     if "reference" in manifest.get("dates", {}):
-        res = float(manifest.get("grid", {}).get("res", 0.0))
-        px = manifest.get("reference_veto_px", 0)
-        reference = {"date": manifest["dates"]["reference"], "vetoed_px": int(px),
-                     "vetoed_mu": round(px * res * res * 3 / 2000, 2)}
+        veto = manifest.get("reference_veto", {})
+        m2 = float(veto.get("area_m2", 0.0))
+        reference = {"date": manifest["dates"]["reference"],
+                     "vetoed_polygons": int(veto.get("polygons", 0)), "vetoed_m2": m2,
+                     "vetoed_mu": round(m2 * 3 / 2000, 2)}
     return {"quarter": quarter, "dates": manifest.get("dates", {}), "reference": reference,
             "run_id": manifest.get("run_id"),
             "config_hash": manifest.get("config_hash"), "total": block(gdf), "counties": counties,
@@ -40,9 +41,9 @@ def _reference_text(reference: dict) -> str:
     """The report's sentence on the reference date (the same season a year earlier), if any."""
     if not reference:
         return ""
-    return (f"参考时相（去年同季）{html.escape(str(reference['date']))}：前后时相的变化中约 "
-            f"{reference['vetoed_mu']:.2f} 亩在去年同季已是同样地类（如每年此时泡田、收割），"
-            f"作为季节性变化剔除。")
+    return (f"参考时相（去年同季）{html.escape(str(reference['date']))}：前后时相的变化图斑中 "
+            f"{reference['vetoed_polygons']} 个（{reference['vetoed_mu']:.2f} 亩）在去年同季已是同样"
+            f"地类（如每年此时泡田、收割），作为季节性变化剔除。")
 
 
 def write_html(path: Path, summary: dict, title: str) -> None:

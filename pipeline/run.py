@@ -71,7 +71,7 @@ def run_quarter(cfg: Config, quarter: Quarter, *, from_stage: str | None = None,
             for name in STAGES[STAGES.index(from_stage):]:
                 status.pop(name, None)
             if from_stage in ("plan", "detect"):
-                for part in [*rd.tiles.glob("*.parquet"), *rd.tiles.glob("*.veto.json")]:
+                for part in rd.tiles.glob("*.parquet"):
                     part.unlink()
         outcome = Outcome(failed_tiles={}, failed_counties={})
         rd.event("run_start", quarter=str(quarter), from_stage=from_stage, fresh=fresh,

@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from detect.classify import classify, with_persistence
 from detect.detector import HALO_PX, ChangeModel, DetectParams, detect_tile, fit_model
-from detect.merge import apply_mmu, merge_seams
+from detect.merge import apply_mmu, apply_reference, merge_seams
 from detect.objects import tile_objects
 from overlay.layers import code_text, read_layer
 from overlay.overlay import overlay_changes
@@ -108,7 +108,7 @@ def stage_plan(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outcom
     manifest["grid"] = grid.to_dict()
     manifest["model"] = model.to_dict()
     manifest.pop("reference_model", None)
-    manifest.pop("reference_veto_px", None)
+    manifest.pop("reference_veto", None)
     if reference is not None:
         manifest["reference_model"] = reference_model.to_dict()
     rd.event("plan", tiles=len(tiles), width=grid.width, height=grid.height, decimation=decimate)
@@ -207,9 +207,10 @@ def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: Cha
     Returns ``(parts, layers, valid, read_seconds)``; ``layers`` is None when the core holds no
     valid pixel (nothing is detected there, and nothing beyond the read is computed).
     ``read_seconds`` is None when the scenes' footprints show no data of both dates in the core:
-    then no file is opened at all. ``reference``: the optional third date, read too and handed to
-    ``detect_tile``'s veto. ``read``, when given, returns the tile's ``read_tile``
-    result instead of reading here: the ``result`` of a read already started in another thread
+    then no file is opened at all. ``reference``: the optional third date, read too; the parts
+    count the pixels it sees and the ones new since it (N_REFSEEN, N_REFNEW). ``read``, when
+    given, returns the tile's ``read_tile`` result instead of reading here: the ``result`` of a
+    read already started in another thread
     (a read error is raised here, for this tile); ``read_seconds`` is then the time this
     thread waited for it, not the time the read took.
     """
@@ -265,18 +266,12 @@ def detect_one_tile(task: tuple) -> dict:
     parts, layers, valid, t_read = process_tile(grid, before, after, model, params, tile,
                                                 plan["resampling"], reference=reference,
                                                 read=pending.result if pending is not None else None)
-    prefetched, pending = pending is not None, None          # let go of the arrays it holds
-    vetoed = 0
-    if layers is not None and layers.vetoed is not None:
-        vetoed = int(layers.vetoed[tile.core_in_halo].sum())
-    layers = None
-    if reference is not None:   # before the part file, whose presence marks the tile done
-        write_json(Path(run_path) / "tiles" / f"{tile.id}.veto.json", {"vetoed_px": vetoed})
+    prefetched, pending, layers = pending is not None, None, None  # let go of the arrays
     with atomic_path(Path(run_path) / "tiles" / f"{tile.id}.parquet") as tmp:
         parts.to_parquet(tmp)
     return {"tile": tile.id, "objects": len(parts), "valid_px": int(valid[tile.core_in_halo].sum()),
             "skipped": t_read is None, "read_s": round(t_read or 0.0, 3), "prefetched": prefetched,
-            "vetoed_px": vetoed, "total_s": round(time.perf_counter() - t0, 3)}
+            "total_s": round(time.perf_counter() - t0, 3)}
 
 
 def _read_ahead(run_path: str, tile: Tile) -> None:
@@ -339,18 +334,19 @@ def stage_merge(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outco
     if frames:
         parts = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs)
         merged = merge_seams(parts)
-        kept = apply_mmu(merged, params.min_area_m2, params.mmu_outline_px)
+        left, seasonal = apply_reference(merged, params.min_area_m2)
+        kept = apply_mmu(left, params.min_area_m2, params.mmu_outline_px)
+        seasonal = apply_mmu(seasonal, params.min_area_m2, params.mmu_outline_px)
         objects = classify(kept)
     else:
-        parts, merged = [], []
+        parts, merged, seasonal = [], [], []
         objects = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=crs)}, crs=crs)
     with atomic_path(rd.path / "objects.parquet") as tmp:
         objects.to_parquet(tmp)
     manifest["counts"] = {"tile_parts": len(parts), "merged": len(merged), "after_mmu": len(objects)}
-    if "reference" in plan:   # core pixels the reference date dropped as seasonal, all tiles
-        manifest["reference_veto_px"] = sum(
-            json.loads(p.read_text(encoding="utf-8"))["vetoed_px"]
-            for p in (rd.tiles / f"{t['id']}.veto.json" for t in plan["tiles"]) if p.exists())
+    if "reference" in plan:   # the polygons (>= the MMU) the reference date explained as seasonal
+        manifest["reference_veto"] = {"polygons": len(seasonal), "area_m2": round(float(
+            (seasonal["NPIX"] * seasonal["PX_AREA"]).sum()) if len(seasonal) else 0.0, 2)}
     rd.event("merge", parts=len(parts), merged=len(merged), kept=len(objects))
 
 

@@ -1,16 +1,24 @@
-"""The reference date's veto (the same season a year earlier) on a synthetic scene with known truth.
+"""The reference date's verdict (the same season a year earlier) on a synthetic scene with known truth.
 
-Four sites turn from green crop into something else between the before and after dates:
-a field flooded as it was a year ago (seasonal: the veto must drop it), the same flooding under a
-cloud of the reference (the reference cannot speak: two dates decide), a new roof and a new pond
-on fields that were cropped a year ago (land-use change: kept).
+Five sites turn from green crop into something else between the before and after dates:
+a field flooded as it was a year ago (seasonal: it must be dropped), the same flooding under a
+cloud of the reference (the reference cannot speak: two dates decide), the same flooding half
+under a cloud (the reference sees enough of it: dropped whole), a new roof and a new pond on
+fields that were cropped a year ago (land-use change: kept whole). The verdict is per object,
+after ``detect_tile``, ``tile_objects`` and ``merge_seams``: ``detect.merge.apply_reference``.
 """
 from __future__ import annotations
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
+import shapely
+from affine import Affine
 
 from detect.detector import DetectParams, detect_tile, fit_model
+from detect.merge import apply_reference, merge_seams
+from detect.objects import tile_objects
 from tiles.errors import ConfigError
 
 BANDS = ("blue", "green", "red", "nir")
@@ -23,14 +31,18 @@ SPECTRA = {
     "muddy": (0.08, 0.10, 0.09, 0.04),
     "roof": (0.25, 0.27, 0.28, 0.30),
 }
-H = W = 192
+H = W = 256
 SITES = {  # name: (rows, cols), after class, reference class
     "flooded_as_last_year": ((slice(16, 56), slice(16, 56)), "water", "muddy"),
     "flooded_under_reference_cloud": ((slice(112, 152), slice(16, 56)), "water", "muddy"),
+    "flooded_half_under_reference_cloud": ((slice(16, 56), slice(136, 176)), "water", "muddy"),
     "new_roof": ((slice(72, 96), slice(96, 136)), "roof", "crop"),
     "new_pond": ((slice(128, 168), slice(128, 168)), "water", "crop"),
 }
-CLOUD = (slice(104, 160), slice(8, 64))     # over the second site only, on the reference
+CLOUDS = ((slice(104, 160), slice(8, 64)),      # over the second site, on the reference
+          (slice(8, 64), slice(156, 184)))      # over the east half of the third
+TRANSFORM = Affine(2, 0, 500000, 0, -2, 3000000)
+MMU_M2 = 200.0
 
 
 def _render(classes, rng, gain, offset, noise=0.004):
@@ -63,7 +75,8 @@ def scene():
     reference = _render(ref_cls, rng, (0.93, 0.97, 0.95, 1.06), (0.015, 0.01, 0.004, 0.0))
     valid = np.ones((H, W), bool)
     ref_valid = valid.copy()
-    ref_valid[CLOUD] = False
+    for cloud in CLOUDS:
+        ref_valid[cloud] = False
     params = DetectParams(min_area_m2=0)
     model = fit_model(before, after, valid, BANDS, params)
     ref_model = fit_model(reference, after, ref_valid, BANDS, params)
@@ -91,15 +104,87 @@ def test_two_dates_flag_every_site(scene):
     assert _outside(changed) < 0.01
 
 
-def test_the_reference_drops_what_was_already_there_a_year_ago(scene):
+def _objects(scene, tile=H):
+    """Objects of the scene cut in square tiles of ``tile`` px (halo 8), merged at the seams."""
     before, after, valid, reference, ref_valid, params, model, ref_model = scene
-    changed = detect_tile(before, after, valid, BANDS, model, params, reference=reference,
-                          reference_valid=ref_valid, reference_model=ref_model).changed
-    assert _share(changed, "flooded_as_last_year") < 0.05
+    frames = []
+    for r in range(0, H, tile):
+        for c in range(0, W, tile):
+            r0, c0 = max(r - 8, 0), max(c - 8, 0)
+            rows, cols = slice(r0, min(r + tile + 8, H)), slice(c0, min(c + tile + 8, W))
+            layers = detect_tile(before[:, rows, cols], after[:, rows, cols], valid[rows, cols],
+                                 BANDS, model, params, reference=reference[:, rows, cols],
+                                 reference_valid=ref_valid[rows, cols], reference_model=ref_model)
+            core = (slice(r - r0, r - r0 + tile), slice(c - c0, c - c0 + tile))
+            frames.append(tile_objects(layers, valid[rows, cols], core,
+                                       TRANSFORM * Affine.translation(c0, r0), "EPSG:4545"))
+    return merge_seams(gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4545"))
+
+
+def _site_box(site):
+    (rows, cols), _, _ = SITES[site]
+    x0, y0 = TRANSFORM * (cols.start, rows.stop)
+    x1, y1 = TRANSFORM * (cols.stop, rows.start)
+    return shapely.box(x0, y0, x1, y1)
+
+
+def _covered(objects, site):
+    """Share of the site covered by the objects."""
+    box = _site_box(site)
+    return float(objects.geometry.intersection(box).area.sum() / box.area)
+
+
+def test_the_reference_drops_whole_objects_that_were_there_a_year_ago(scene):
+    kept, dropped = apply_reference(_objects(scene), MMU_M2)
+    assert _covered(kept, "flooded_as_last_year") == 0.0
+    assert _covered(dropped, "flooded_as_last_year") > 0.8
+    # seen over half its area and not new there: dropped whole, its clouded half too
+    assert _covered(kept, "flooded_half_under_reference_cloud") == 0.0
+    assert _covered(dropped, "flooded_half_under_reference_cloud") > 0.8
     # under the reference's cloud two dates decide; land-use change is new since a year ago too
     for site in ("flooded_under_reference_cloud", "new_roof", "new_pond"):
-        assert _share(changed, site) > 0.8, site
-    assert _outside(changed) < 0.01
+        assert _covered(kept, site) > 0.8, site
+    # the counts that decided, for the site the reference sees whole
+    flooded = dropped[dropped.intersects(_site_box("flooded_as_last_year"))]
+    assert len(flooded) == 1 and flooded.N_REFSEEN.iloc[0] == flooded.NPIX.iloc[0]
+    assert flooded.N_REFNEW.iloc[0] < 50
+    roof = kept[kept.intersects(_site_box("new_roof"))]
+    assert roof.N_REFNEW.iloc[0] >= 0.5 * roof.N_REFSEEN.iloc[0] > 0
+
+
+def test_the_verdict_does_not_depend_on_the_tiles(scene):
+    """Counts are per pixel and the verdict is taken on merged objects: tiles cut through the
+    sites (48 px tiles put seams across four of them) give the same objects as one tile."""
+    whole, _ = apply_reference(_objects(scene), MMU_M2)
+    tiled, _ = apply_reference(_objects(scene, tile=48), MMU_M2)
+    assert len(tiled) == len(whole)
+    for col in ("NPIX", "N_REFSEEN", "N_REFNEW"):
+        assert tiled[col].tolist() == whole[col].tolist()
+    assert shapely.equals(tiled.geometry.values, whole.geometry.values).all()
+
+
+def test_apply_reference_by_hand():
+    """The rule on counts worked out by hand: MMU 200 m² on 4 m² pixels = 50 px; dropped where
+    the reference sees >= min(50, NPIX / 2) px and finds < min(50, seen / 2) px new."""
+    rows = [  # NPIX, seen, new, dropped?
+        (1000, 0, 0, False),      # clouded over in the reference: two dates decide
+        (1000, 400, 0, True),     # seen, nothing new
+        (1000, 400, 60, False),   # an MMU of it is new
+        (1000, 49, 0, False),     # seen less than an MMU and less than half
+        (60, 40, 10, True),       # small object, seen mostly, new 10 < min(50, 20)
+        (60, 40, 25, False),      # small object, half of what is seen is new
+        (60, 20, 0, False),       # small object, seen less than half
+    ]
+    frame = gpd.GeoDataFrame(
+        {"NPIX": [r[0] for r in rows], "N_REFSEEN": [r[1] for r in rows],
+         "N_REFNEW": [r[2] for r in rows], "PX_AREA": 4.0, "ID": range(len(rows))},
+        geometry=[shapely.box(i, 0, i + 1, 1) for i in range(len(rows))], crs="EPSG:4545")
+    kept, dropped = apply_reference(frame, MMU_M2)
+    assert dropped.ID.tolist() == [i for i, r in enumerate(rows) if r[3]]
+    assert kept.ID.tolist() == [i for i, r in enumerate(rows) if not r[3]]
+    # without the reference's columns (no reference date) everything is kept
+    kept, dropped = apply_reference(frame.drop(columns=["N_REFSEEN", "N_REFNEW"]), MMU_M2)
+    assert len(kept) == len(rows) and len(dropped) == 0
 
 
 def test_a_reference_without_its_model_is_refused(scene):

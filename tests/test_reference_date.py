@@ -4,11 +4,14 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from cli import main
 from detect.detector import detect_tile
+from detect.merge import apply_mmu, merge_seams
 from pipeline import stages as _stages
 from tiles.reader import read_tile
 from pipeline.config import load_config
@@ -82,24 +85,38 @@ def test_run_fits_a_second_model_and_records_it(demo, tmp_path):
     assert manifest["reference_model"] == ref_model
     assert manifest["dates"]["reference"].startswith("2025-")
     assert str(paths["reference"]) in manifest["inputs"]
-    # the pixels the reference dropped, per tile: what two dates change minus what three do,
-    # recomputed here for one tile straight from the detector
-    veto = {t["id"]: json.loads((run / "tiles" / f"{t['id']}.veto.json").read_text())["vetoed_px"]
-            for t in plan["tiles"]}
-    assert manifest["reference_veto_px"] == sum(veto.values()) > 0
-    tid, _ = max(veto.items(), key=lambda kv: kv[1])
+    # per tile, the parts count the changed core pixels the reference sees and the ones new
+    # since it: recomputed here for one tile straight from the reader and the detector
+    parts = {t["id"]: gpd.read_parquet(run / "tiles" / f"{t['id']}.parquet") for t in plan["tiles"]}
+    tid = max((k for k in parts if len(parts[k])), key=lambda k: parts[k].N_REFSEEN.sum())
     t = next(t for t in plan["tiles"] if t["id"] == tid)
-    grid, before, after, model, params = (_stages._worker_plan(str(run))[i] for i in (1, 2, 3, 4, 5))
-    reference = _stages._worker_plan(str(run))[6]
+    grid, before, after, model, params, reference = (_stages._worker_plan(str(run))[i]
+                                                     for i in (1, 2, 3, 4, 5, 6))
     tile = _stages._tile_from_plan(t)
     b, a, v, r, rv = read_tile(before, after, reference.date, grid, tile.halo)
-    two = detect_tile(b, a, v, before.roles, model, params).changed[tile.core_in_halo]
+    two = detect_tile(b, a, v, before.roles, model, params)
     three = detect_tile(b, a, v, before.roles, model, params, reference=r, reference_valid=rv,
-                        reference_model=reference.model).changed[tile.core_in_halo]
-    assert not (three & ~two).any()
-    assert veto[tid] == int(two.sum() - three.sum())
+                        reference_model=reference.model)
+    core = tile.core_in_halo
+    assert (three.changed == two.changed).all()           # the pixels stay the two dates'
+    changed = two.changed[core]
+    assert parts[tid].NPIX.sum() == changed.sum()
+    assert parts[tid].N_REFSEEN.sum() == (changed & rv[core]).sum() > 0
+    assert parts[tid].N_REFNEW.sum() == (changed & three.reference_new[core]).sum()
+    assert not (three.reference_new & ~rv).any()
+    # the verdict on the merged objects, by the rule written out here: MMU 200 m² of 4 m² px
+    objs = merge_seams(gpd.GeoDataFrame(pd.concat(parts.values(), ignore_index=True),
+                                        crs=plan["grid"]["crs"]))
+    big = apply_mmu(objs, params.min_area_m2, params.mmu_outline_px)
+    seasonal = big[(big.N_REFSEEN >= np.minimum(50, big.NPIX / 2))
+                   & (big.N_REFNEW < np.minimum(50, big.N_REFSEEN / 2))]
+    assert manifest["reference_veto"]["polygons"] == len(seasonal) > 0
+    assert manifest["reference_veto"]["area_m2"] == pytest.approx(seasonal.NPIX.sum() * 4.0)
+    changes = gpd.read_file(run / "changes.gpkg", layer="changes")
+    assert len(changes) == len(big) - len(seasonal)
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    assert summary["reference"]["vetoed_mu"] == pytest.approx(sum(veto.values()) * 4.0 * 3 / 2000,
+    assert summary["reference"]["vetoed_polygons"] == len(seasonal)
+    assert summary["reference"]["vetoed_mu"] == pytest.approx(seasonal.NPIX.sum() * 4.0 * 3 / 2000,
                                                               abs=0.01)
     assert "参考时相（去年同季）" + manifest["dates"]["reference"] in \
         (run / "report.html").read_text(encoding="utf-8")
@@ -152,7 +169,6 @@ def test_detect_command_names_a_missing_reference(demo, tmp_path):
 def test_a_reference_clouded_all_over_stops_the_run_naming_it(demo, tmp_path):
     """No clear pixel shared by the reference and the after date: no second model can be fitted;
     the run stops naming the reference file instead of silently running on two dates."""
-    import numpy as np
     import rasterio
 
     out, paths = demo
@@ -172,7 +188,6 @@ def test_a_reference_clouded_all_over_stops_the_run_naming_it(demo, tmp_path):
 def test_detect_command_warps_a_reference_in_another_crs(demo, tmp_path):
     """A reference delivered in UTM 49N at 2.5 m (last year's scene from another product line)
     is warped onto the before grid: the polygons kept are nearly those of the same-grid run."""
-    import numpy as np
     import rasterio
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
