@@ -96,7 +96,8 @@ def tile_objects(layers, valid, core, transform, crs) -> gpd.GeoDataFrame:
     -------
     geopandas.GeoDataFrame
         Polygons (holes kept) cut at the core edge, with ``ADDITIVE`` columns
-        (NPIX pixels, S_* sums, N_* counts, N_REF* with a reference date) and PX_AREA (planar m² per pixel);
+        (NPIX pixels, S_* sums, N_* counts, N_REF* with a reference date) and PX_AREA
+        (planar m² per pixel);
         sorted by centroid y descending, x ascending.
     """
     rs, cs = core

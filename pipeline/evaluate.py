@@ -14,6 +14,8 @@ projection's scale error cancels.
 - precision: share of change polygons that hit at least one truth polygon of any size.
 - per TBLX: recall over the truth polygons of that type (truth's TBLX), precision over the
   change polygons of that type (the detections' TBLX).
+- on basic farmland (when the truth has ON_JBNT): recall over the truth polygons on permanent
+  basic farmland, precision over the change polygons the overlay put on it (JBNTMJ > 0).
 - per YXJ: precision over the change polygons of that level; recall counts a found truth
   polygon at the most urgent level among the change polygons that hit it, so the levels'
   recalls add up to the overall recall (``recall_cum``: found at this level or a more urgent one).
@@ -52,7 +54,8 @@ def evaluate(changes: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *,
     -------
     dict
         ``rule``, ``min_area_m2``, ``crs`` (where areas were measured), ``overall``,
-        ``by_tblx`` (code -> counts and ratios), ``by_yxj`` (level -> counts and ratios),
+        ``by_tblx`` (code -> counts and ratios), ``on_basic_farmland`` (counts and ratios, or
+        None without ON_JBNT in the truth), ``by_yxj`` (level -> counts and ratios),
         ``invalid_fixed`` (geometries repaired with make_valid). Counts are ints; a ratio
         with an empty denominator is None. Keys of the count dicts: truth, truth_hit,
         recall, changes, changes_hit, precision (+ f1 overall, recall_cum per level).
@@ -110,6 +113,13 @@ def evaluate(changes: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *,
         by_tblx[code] = _counts(eligible & tsel if tsel is not None else None,
                                 truth_hit, csel, change_hit)
 
+    on_jbnt = None
+    if "ON_JBNT" in truth:
+        t_jbnt = truth["ON_JBNT"].fillna(False).to_numpy(bool)
+        c_jbnt = (changes["JBNTMJ"].fillna(0).to_numpy(np.float64) > 0 if "JBNTMJ" in changes
+                  else np.zeros(nc, dtype=bool))
+        on_jbnt = _counts(eligible & t_jbnt, truth_hit, c_jbnt, change_hit)
+
     by_yxj = {}
     if c_yxj is not None:
         n_elig = int(eligible.sum())
@@ -127,6 +137,7 @@ def evaluate(changes: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *,
         "crs": crs.to_string(),
         "overall": overall,
         "by_tblx": by_tblx,
+        "on_basic_farmland": on_jbnt,
         "by_yxj": by_yxj,
         "invalid_fixed": {"changes": c_fixed, "truth": t_fixed},
     }
@@ -149,6 +160,8 @@ def format_evaluation(result: dict) -> str:
     lines.append(row("all", result["overall"]))
     for code, d in result["by_tblx"].items():
         lines.append(row(f"TBLX {code}", d))
+    if result.get("on_basic_farmland"):
+        lines.append(row("on JBNT", result["on_basic_farmland"]))
     if result["by_yxj"]:
         lines.append("YXJ rows: found = truth polygons whose most urgent hit has this level")
         for level, d in result["by_yxj"].items():

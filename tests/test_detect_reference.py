@@ -1,4 +1,4 @@
-"""The reference date's verdict (the same season a year earlier) on a synthetic scene with known truth.
+"""The reference date's verdict (the same season a year earlier) on a synthetic scene with truth.
 
 Five sites turn from green crop into something else between the before and after dates:
 a field flooded as it was a year ago (seasonal: it must be dropped), the same flooding under a

@@ -136,3 +136,19 @@ def test_format(case):
     assert "recall" in text and "precision" in text
     assert "TBLX 20" in text and "YXJ 1" in text and "66.7 %" in text
     assert len(text.splitlines()) < 20
+
+
+def test_basic_farmland_row(case):
+    """Truth on basic farmland (ON_JBNT): T1 and T3; detections on it (JBNTMJ > 0): C1 and C3.
+    Recall: T1 found, T3 missed -> 1/2; precision: C1 hits T1, C3 hits nothing -> 1/2."""
+    changes, truth = case
+    truth = truth.assign(ON_JBNT=[True, False, True, False])
+    changes = changes.assign(JBNTMJ=[120.0, 0.0, 50.0, 0.0, 0.0, 0.0])
+    r = evaluate(changes, truth, min_area_m2=200.0)
+    j = r["on_basic_farmland"]
+    assert (j["truth"], j["truth_hit"], j["recall"]) == (2, 1, 0.5)
+    assert (j["changes"], j["changes_hit"], j["precision"]) == (2, 1, 0.5)
+    assert "on JBNT" in format_evaluation(r)
+    # without the truth column there is no such row
+    r = evaluate(changes, truth.drop(columns="ON_JBNT"), min_area_m2=200.0)
+    assert r["on_basic_farmland"] is None and "on JBNT" not in format_evaluation(r)
