@@ -207,6 +207,27 @@ def test_readme(built):
     assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw
     text = raw.decode("utf-8-sig")
     assert "兴宁区" in text and "HCJG" in text and "zip" in text and "伪变化" in text
+    assert "时相" not in text           # META names no dates
+
+
+def test_readme_names_the_dates_and_the_reference(tmp_path):
+    """A run with a reference date tells the county which dates were compared and that changes
+    that were the same at this season last year were left out."""
+    dates = {"before": "2026-05-18", "after": "2026-08-23", "reference": "2025-08-17"}
+    zpath = write_county_package(make_county(3), tmp_path, xzqdm="450102", xzqmc="兴宁区",
+                                 quarter="2026Q3", run_meta={**META, "dates": dates},
+                                 formats=("gpkg",))
+    with zipfile.ZipFile(zpath) as zf:
+        text = zf.read("README.txt").decode("utf-8-sig")
+    assert "前时相 QSX 2026-05-18，后时相 HSX 2026-08-23" in text
+    assert "参考时相（去年同季）2025-08-17" in text
+    without = {k: v for k, v in dates.items() if k != "reference"}
+    zpath = write_county_package(make_county(3), tmp_path / "b", xzqdm="450102", xzqmc="兴宁区",
+                                 quarter="2026Q3", run_meta={**META, "dates": without},
+                                 formats=("gpkg",))
+    with zipfile.ZipFile(zpath) as zf:
+        text = zf.read("README.txt").decode("utf-8-sig")
+    assert "后时相 HSX 2026-08-23" in text and "参考时相" not in text
 
 
 def test_safe_names():

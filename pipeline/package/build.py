@@ -185,7 +185,7 @@ def write_county_package(
         with clock("zip"):
             (stage / README_NAME).write_text(
                 readme_text(xzqdm=xzqdm, xzqmc=xzqmc, quarter=quarter, n=len(frame), formats=fmts,
-                            warnings=warnings),
+                            warnings=warnings, dates=meta.get("dates")),
                 encoding="utf-8-sig", newline="\r\n")
             files = sorted(p for p in stage.rglob("*") if p.is_file())
             manifest = {

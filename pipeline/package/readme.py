@@ -1,7 +1,7 @@
 """The Chinese README of a county package: what is inside and how to send results back."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pipeline.package.fields import (
     CHIP_DIR, GPKG_NAME, HCJG_VALUES, KMZ_NAME, LAYER_BATCHES, LAYER_POINTS, LAYER_POLYGONS, LAYER_ROUTES,
@@ -23,14 +23,25 @@ _CONTENTS = {
 
 
 def readme_text(*, xzqdm: str, xzqmc: str, quarter: str, n: int, formats: Sequence[str],
-                warnings: Sequence[str] = ()) -> str:
-    """README.txt body (the caller writes it as UTF-8 with BOM and CRLF for Notepad)."""
+                warnings: Sequence[str] = (), dates: Mapping[str, str] | None = None) -> str:
+    """README.txt body (the caller writes it as UTF-8 with BOM and CRLF for Notepad).
+
+    ``dates``: the run's image dates (before, after, and reference when the run had one).
+    """
     lines = [
         f"{xzqmc}（{xzqdm}）{quarter} 卫片执法变化图斑核查包",
         "",
         f"本包共下发变化图斑 {n} 个。卫片图斑只是问题线索，每个图斑都需要实地核查。",
         "优先级 YXJ：1 最紧急（永久基本农田非农化），数字越大越不紧急；请按批次编号 PCBH 和",
         "批次内序号 PCXH 安排外业，在截止日期 JZRQ 之前完成。",
+    ]
+    dates = dict(dates or {})
+    if dates.get("before") and dates.get("after"):
+        lines.append(f"影像时相：前时相 QSX {dates['before']}，后时相 HSX {dates['after']}。")
+    if dates.get("reference"):
+        lines += [f"参考时相（去年同季）{dates['reference']}：与去年同期相同的季节性变化（如每年此时泡田、",
+                  "收割）已剔除，不再下发；参考时相有云处仍按前后两时相判断。"]
+    lines += [
         "",
         "一、包内文件",
     ]
