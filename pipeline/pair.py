@@ -19,6 +19,7 @@ import rasterio.shutil
 from detect.classify import classify
 from detect.detector import HALO_PX, DetectParams
 from detect.merge import apply_mmu, apply_reference, merge_seams
+from detect.objects import empty_parts
 from pipeline.atomic import atomic_path
 from pipeline.stages import Reference, fit_scene_model, process_tile
 from tiles.errors import InputFileError
@@ -91,7 +92,7 @@ def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str]
         left, _ = apply_reference(merged, params.min_area_m2)
         result = classify(apply_mmu(left, params.min_area_m2, params.mmu_outline_px))
     else:
-        result = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
+        result = classify(empty_parts(grid.crs))
     result["QSX"], result["HSX"] = before.date, after.date
     with atomic_path(out) as tmp:
         result.to_file(tmp, layer="changes", driver="GPKG", engine="pyogrio")

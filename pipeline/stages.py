@@ -25,7 +25,7 @@ from rasterio.windows import Window
 from detect.classify import classify, with_persistence
 from detect.detector import HALO_PX, ChangeModel, DetectParams, detect_tile, fit_model
 from detect.merge import apply_mmu, apply_reference, merge_seams
-from detect.objects import tile_objects
+from detect.objects import empty_parts, tile_objects
 from overlay.layers import code_text, read_layer
 from overlay.overlay import overlay_changes
 from overlay.priority import prioritize, priority_from_dict
@@ -340,7 +340,7 @@ def stage_merge(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outco
         objects = classify(kept)
     else:
         parts, merged, seasonal = [], [], []
-        objects = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=crs)}, crs=crs)
+        objects = classify(empty_parts(crs))      # no rows, every column the stages read
     with atomic_path(rd.path / "objects.parquet") as tmp:
         objects.to_parquet(tmp)
     manifest["counts"] = {"tile_parts": len(parts), "merged": len(merged), "after_mmu": len(objects)}

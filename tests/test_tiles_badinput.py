@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -172,3 +173,30 @@ def test_band_counts_that_differ_within_a_date_are_exit_2(tmp_path):
     a2 = _raster(tmp_path / "img" / "2026Q3" / "a2_20260801.tif", bands=5)
     out = _invoke(_config(tmp_path))
     assert a2 in out and "has 5 bands" in out
+
+
+def test_a_run_whose_every_tile_fails_ends_cleanly(tmp_path, monkeypatch):
+    """Every tile's read fails (here: an injected TileError): the run still merges, writes an
+    empty changes layer with the whole schema and a report, and exits 3 naming the tiles; it
+    once stopped with a KeyError traceback building the report from a frame without TBLX."""
+    from pipeline import stages
+    from tiles.errors import TileError
+
+    out = tmp_path / "demo"
+    make_demo(out, width=400, height=400, tile_size=200)
+
+    def broken(*args, **kwargs):
+        raise TileError("synthetic read failure")
+
+    monkeypatch.setattr(stages, "read_tile", broken)
+    result = CliRunner().invoke(main, ["run", "--config", str(out / "demo.toml"), "--quarter",
+                                       QUARTER, "--workers", "1"])
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    run = out / "runs" / QUARTER
+    manifest = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    plan = json.loads((run / "plan.json").read_text(encoding="utf-8"))
+    assert set(manifest["failed_tiles"]) == {t["id"] for t in plan["tiles"]} and len(plan["tiles"]) == 4
+    changes = gpd.read_file(run / "changes.gpkg", layer="changes")
+    assert len(changes) == 0 and {"JCBH", "TBLX", "ZXDJ", "YXJ"} <= set(changes.columns)
+    assert (run / "report.html").exists()
