@@ -175,6 +175,29 @@ def test_chi2_sf_matches_scipy(dof):
     assert kernels.chi2_sf(np.inf, dof) == 0.0
 
 
+def test_z_row_four_bands_equals_the_padded_sum_bit_for_bit():
+    """Four bands skip the padding's zero coefficients: the same Z to the bit, NaN where a value
+    is NaN or infinite (the padded sum meets inf * 0 there)."""
+    nb, h, w = 4, 3, 301
+    x = RNG.uniform(0, 4000, (nb, h, w)).astype(np.float32)
+    y = RNG.uniform(0, 4000, (nb, h, w)).astype(np.float32)
+    for arr, value in ((x, np.nan), (y, np.nan), (x, np.inf), (y, -np.inf)):
+        arr[RNG.integers(0, nb, 9), RNG.integers(0, h, 9), RNG.integers(0, w, 9)] = value
+    idx = np.array([2, 0, 3, 1], np.int64)
+    a, b = RNG.normal(0, 0.01, (2, 4, 4))
+    ip, mx, my, ca, cb = kernels._padded(idx, RNG.uniform(500, 2000, 4),
+                                         RNG.uniform(500, 2000, 4), a, b,
+                                         RNG.uniform(0.5, 2, 4))
+    for r in range(h):
+        want = np.empty(w)
+        got = np.empty(w)
+        kernels._z_row_padded(x, y, r, ip, mx, my, ca, cb, want)
+        kernels._z_row(x, y, r, 4, ip, mx, my, ca, cb, got)
+        np.testing.assert_array_equal(got, want)
+        bad = ~np.isfinite(x[:, r]).all(0) | ~np.isfinite(y[:, r]).all(0)
+        assert bad.any() and np.isnan(got[bad]).all() and np.isfinite(got[~bad]).all()
+
+
 def _stack(nb, h, w, nan_frac=0.0):
     x = RNG.uniform(200, 3000, (nb, h, w)).astype(np.float32)
     if nan_frac:
@@ -300,6 +323,39 @@ def test_vote_decide(radius, require, shape):
     own = ~((f & kernels.FLAG_CROP) > 0) & ((f & kernels.FLAG_SIG) > 0) \
         & ((f & kernels.FLAG_VEG_GAIN) == 0) & ((f & kernels.FLAG_EVIDENCE) > 0)
     np.testing.assert_array_equal(kernels.vote_decide(f, np.ones(shape, bool), 0, True), own)
+
+
+def test_vote_decide_large_windows():
+    """The vote's two counts share one int32 per pixel: windows of thousands of pixels, most of
+    them crop-flagged, and a radius wider than the image count exactly, and so do the
+    (2 VOTE_R_MAX + 1)^2 windows, all valid and crop-flagged, that fill its 31 bits; beyond
+    VOTE_R_MAX the kernels refuse."""
+    shape = (97, 83)
+    flags = (RNG.integers(0, 64, shape) | (RNG.random(shape) < 0.8) * kernels.FLAG_CROP)
+    flags = flags.astype(np.uint8)
+    valid = RNG.random(shape) < 0.9
+    for radius in (30, 60):  # 60: wider than the image
+        np.testing.assert_array_equal(kernels.vote_decide(flags, valid, radius, False),
+                                      ref_vote_decide(flags, valid, radius, False))
+    # full windows at the largest radius: a summed-area table gives the counts
+    r = kernels.VOTE_R_MAX
+    size = 2 * r + 5
+    flags = np.full((size, size), kernels.FLAG_SIG | kernels.FLAG_CROP, np.uint8)
+    flags[size // 2, size // 2 - 1:size // 2 + 2] = kernels.FLAG_SIG  # not crop: 3 votes fewer
+    valid = np.ones((size, size), bool)
+    crop = np.pad(((flags & kernels.FLAG_CROP) > 0).astype(np.int64), ((1, 0), (1, 0)))
+    table = crop.cumsum(0).cumsum(1)
+    lo = np.clip(np.arange(size) - r, 0, size)
+    hi = np.clip(np.arange(size) + r + 1, 0, size)
+    n_crop = (table[hi][:, hi] - table[lo][:, hi] - table[hi][:, lo] + table[lo][:, lo])
+    n_valid = (hi - lo)[:, None] * (hi - lo)[None, :]
+    assert n_valid.max() == (2 * r + 1) ** 2
+    want = ~(((flags & kernels.FLAG_CROP) > 0) & (2 * n_crop > n_valid))
+    np.testing.assert_array_equal(kernels.vote_decide(flags, valid, r, False), want)
+    with pytest.raises(ValueError, match="VOTE_R_MAX"):
+        kernels.vote_decide(flags, valid, kernels.VOTE_R_MAX + 1, True)
+    with pytest.raises(ValueError, match="VOTE_R_MAX"):
+        kernels.clean_decision(flags, valid, kernels.VOTE_R_MAX + 1, True, True, 2, 3)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5])

@@ -8,6 +8,7 @@ layers (tests.test_detect_kernels.ref_change) over each label.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -58,6 +59,14 @@ def test_object_sums_pair_equal_sums_of_layers(swir):
     lab[~valid[r0:r0 + hc, c0:c0 + wc]] = 0
     lab[:, 7] = 0  # runs end and start again within a row
     got = kernels.object_sums_pair(lab, n, r0, c0, x, y, flags, *args[:-1])
+    # the labels are summed in groups, one per thread: the same bits on one thread
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = kernels.object_sums_pair(lab, n, r0, c0, x, y, flags, *args[:-1])
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(got, one)
     window = (slice(r0, r0 + hc), slice(c0, c0 + wc))
     bits = [(flags & kernels.FLAG_EVIDENCE) > 0, (flags & kernels.FLAG_STRONG) > 0]
     # the same float32 layers as the full pass, added in the same order: equal to float rounding
