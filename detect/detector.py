@@ -21,7 +21,6 @@ import numpy as np
 
 from detect import kernels, normalize, rules, statistic
 from detect.indices import ROLES, role_index, used_bands
-from detect.objects import clean_mask
 from tiles.errors import ConfigError, InputError
 
 HALO_PX: int = 8
@@ -466,7 +465,10 @@ def reference_masks(after, valid, reference, reference_valid, bands, model, para
         new &= (flags & kernels.FLAG_VEG_GAIN) == 0
         if params.require_evidence:
             new &= (flags & kernels.FLAG_EVIDENCE) > 0
-    return both, clean_mask(new, both, params.open_px, params.close_px)
+    # objects.clean_mask(new, both, ...) by the fused kernel, which reads new as FLAG_CHANGED
+    new_flags = new.view(np.uint8) * np.uint8(kernels.FLAG_CHANGED)
+    return both, kernels.clean_decision(new_flags, both, 0, False, False, params.open_px,
+                                        params.close_px)
 
 
 def smoothed_red_nir(y, valid, roles, gain, offset, params):

@@ -1467,6 +1467,28 @@ def box_mean(x, valid, radius):
 
 # ---------------------------------------------------------------- objects
 @serial
+def label_counts(lab, n, r0, c0, a, b):
+    """Per label, how many of its pixels are set in ``a`` and in ``b``.
+
+    lab (hc, wc) int32 labels 1..n of the window whose first pixel is (r0, c0) of the
+    (h, w) bool masks a and b. Returns (n, 2) int64 (as ``np.bincount`` of the labels of
+    the set pixels); one pass over the window, reading the masks only where labelled.
+    """
+    hc, wc = lab.shape
+    out = np.zeros((n, 2), dtype=np.int64)
+    for i in range(hc):
+        li = lab[i]
+        ai = a[r0 + i]
+        bi = b[r0 + i]
+        for j in range(wc):
+            k = li[j] - 1
+            if k >= 0:
+                out[k, 0] += ai[c0 + j]
+                out[k, 1] += bi[c0 + j]
+    return out
+
+
+@serial
 def object_sums(lab, n, prob, d_ndvi, d_ndwi, d_bri, ndvi_a, ndwi_a, bri_a, soil_a, evidence,
                 strong):
     """Pixel count and per-object sums of the change layers, in one pass over the labels.

@@ -114,9 +114,12 @@ def tile_objects(layers, valid, core, transform, crs) -> gpd.GeoDataFrame:
     geoms = polygons(lab, n, core_transform)
     cols_out = {name: sums[:, k].astype(np.int64) if name.startswith("N") else sums[:, k]
                 for k, name in enumerate(_SUM_COLUMNS)}
-    for name, mask in (("N_REFSEEN", layers.reference_seen), ("N_REFNEW", layers.reference_new)):
-        cols_out[name] = (np.zeros(n, np.int64) if mask is None else
-                          np.bincount(lab[mask[rs, cs]], minlength=n + 1)[1:].astype(np.int64))
+    if layers.reference_seen is None:
+        cols_out["N_REFSEEN"] = cols_out["N_REFNEW"] = np.zeros(n, np.int64)
+    else:
+        ref = kernels.label_counts(lab, n, rows.start, cols.start, layers.reference_seen,
+                                   layers.reference_new)
+        cols_out["N_REFSEEN"], cols_out["N_REFNEW"] = ref[:, 0], ref[:, 1]
     px_area = abs(core_transform.a * core_transform.e - core_transform.b * core_transform.d)
     cols_out["PX_AREA"] = np.full(n, px_area)
     order = _order(geoms)  # built sorted: as sort_objects, without reordering a frame

@@ -272,3 +272,17 @@ def test_object_sums_equal_bincount():
         if k == 6:  # bright_after: also the sum of squares
             cols.append(np.bincount(flat, weights=v * v, minlength=n + 1)[1:])
     np.testing.assert_allclose(got, np.stack(cols, axis=1), rtol=1e-12, atol=1e-12)
+
+
+def test_label_counts_equal_bincount():
+    """kernels.label_counts against np.bincount of the labels of the set pixels, on a window
+    offset inside the masks (as tile_objects calls it on a tile's core)."""
+    rng = np.random.default_rng(5)
+    a = rng.random((70, 90)) < 0.4
+    b = a & (rng.random((70, 90)) < 0.5)
+    lab = rng.integers(0, 13, (50, 60)).astype(np.int32)
+    got = kernels.label_counts(lab, 12, 7, 11, a, b)
+    for col, mask in enumerate((a, b)):
+        want = np.bincount(lab[mask[7:57, 11:71]], minlength=13)[1:]
+        assert got[:, col].tolist() == want.tolist()
+    assert kernels.label_counts(np.zeros((3, 3), np.int32), 0, 0, 0, a, b).shape == (0, 2)
