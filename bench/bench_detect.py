@@ -202,7 +202,7 @@ def detector_figures(size, repeat):
     tile = best_of(lambda: tile_objects(detect_tile(x, y, valid, BANDS, model, params), valid,
                                         core, tr, "EPSG:4545"), repeat=repeat)
     # with a reference date (another draw of the parcels standing in for a year earlier): the
-    # cost of the veto, a second flags pass and morphology
+    # cost of the reference's masks (a second flags pass and morphology) and per-object counts
     r = make_pair(size, seed=2)[0]
     ref_model = fit_model(np.ascontiguousarray(r[..., ::4, ::4]), ys, vs, BANDS, params)
     three = best_of(lambda: tile_objects(

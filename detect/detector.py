@@ -457,7 +457,7 @@ def reference_masks(after, valid, reference, reference_valid, bands, model, para
     idx, mr, my, a, b, inv_sigma, gain, offset = model.arrays()
     noise_b = model.noise.get("d_bright", 0.0)
     rule = rules.rule_vector(params, idx.size, noise_b if np.isfinite(noise_b) else 0.0)
-    # radius 0: the flood rule's window only decides FLAG_CROP, which the veto does not read
+    # radius 0: the flood rule's window only decides FLAG_CROP, which is not read here
     flags = kernels.pixel_flags(r, y, both, idx, mr, my, a, b, inv_sigma, gain, offset,
                                 role_index(bands), float(model.scale), rule, 0)
     new = (flags & kernels.FLAG_SIG) > 0

@@ -121,7 +121,7 @@ def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params:
 
     Returns ``(model, decimation, reference_model)``: with a ``reference`` date (the same season
     a year earlier) the second model is fitted on (reference, after) from the same pass, for
-    the reference's veto in ``detect_tile``; otherwise it is None.
+    ``detect_tile``'s reference masks; otherwise it is None.
 
     Fitting once for the scene (not per tile) makes every tile use the same normalisation and
     statistics, so results do not depend on where tile edges fall. ``decimation`` 0 samples about
@@ -210,9 +210,8 @@ def process_tile(grid: Grid, before: DateImagery, after: DateImagery, model: Cha
     then no file is opened at all. ``reference``: the optional third date, read too; the parts
     count the pixels it sees and the ones new since it (N_REFSEEN, N_REFNEW). ``read``, when
     given, returns the tile's ``read_tile`` result instead of reading here: the ``result`` of a
-    read already started in another thread
-    (a read error is raised here, for this tile); ``read_seconds`` is then the time this
-    thread waited for it, not the time the read took.
+    read already started in another thread (a read error is raised here, for this tile);
+    ``read_seconds`` is then the time this thread waited for it, not the time the read took.
     """
     empty = gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=grid.crs)}, crs=grid.crs)
     if not has_common_data(before, after, grid, tile.core):
