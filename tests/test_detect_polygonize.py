@@ -29,9 +29,36 @@ def test_label4_equals_scipy(seed):
     np.testing.assert_array_equal(lab, ref)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_label4_same_labels_for_any_number_of_strips(seed):
+    # components that cross strip boundaries (spirals of an opened random mask, long runs),
+    # joined back into one label numbered by its first pixel
+    rng = np.random.default_rng(100 + seed)
+    h, w = rng.integers(64, 260), rng.integers(1, 200)
+    mask = rng.random((h, w)) < rng.uniform(0.3, 0.8)
+    if seed % 2:
+        mask = scipy.ndimage.binary_opening(mask)
+    ref, n_ref = _label(mask)
+    for strips in (1, 2, 3, 4):
+        lab, n = label4(mask, strips)
+        assert n == n_ref
+        np.testing.assert_array_equal(lab, ref)
+
+
+def test_label4_component_joined_only_below_the_strip_boundary():
+    # a U: its two arms start in the top strip, their base lies in the bottom strip
+    mask = np.zeros((64, 5), bool)
+    mask[:, 0] = mask[:, 4] = True
+    mask[63, :] = True
+    mask[10, 2] = True                               # an island, numbered after the U's start
+    lab, n = label4(mask, 2)
+    assert n == 2
+    assert set(np.unique(lab[:, [0, 4]])) == {1} and lab[63, 2] == 1 and lab[10, 2] == 2
+
+
 def test_label4_checkerboard_every_pixel_its_own_object():
     mask = np.indices((64, 65)).sum(0) % 2 == 0    # the most components a mask can have
-    lab, n = label4(mask)
+    lab, n = label4(mask, 3)                        # odd strip sizes: rounding of the bound
     assert n == mask.sum()
     assert sorted(lab[mask].tolist()) == list(range(1, n + 1))
 
