@@ -112,6 +112,9 @@ def main() -> None:
             pooled[k] += ev[k]
         pooled["jbnt"] += jb["truth"]
         pooled["jbnt_hit"] += jb["truth_hit"]
+        for level, d in result["by_zxdj"].items():
+            pooled[f"zxdj {level}"] += d["changes"]
+            pooled[f"zxdj {level} hit"] += d["changes_hit"]
         print(f"seed {seed}: recall {ev['recall']:.3f} ({ev['truth_hit']}/{ev['truth']}), "
               f"precision {ev['precision']:.3f} ({ev['changes_hit']}/{ev['changes']}), "
               f"on basic farmland {jb['truth_hit']}/{jb['truth']}, "
@@ -125,6 +128,10 @@ def main() -> None:
           f"{pooled['jbnt_hit'] / max(pooled['jbnt'], 1):.3f} "
           f"({pooled['jbnt_hit']}/{pooled['jbnt']}); "
           "goal recall >= 0.95 (1.0 on basic farmland), precision >= 0.8")
+    print("precision by confidence level (ZXDJ): " + ", ".join(
+        f"{level} {pooled[f'zxdj {level} hit'] / pooled[f'zxdj {level}']:.3f} "
+        f"({pooled[f'zxdj {level} hit']}/{pooled[f'zxdj {level}']})"
+        for level in ("高", "中", "低") if pooled[f"zxdj {level}"]))
     print(f"false polygons by parcel story, all seeds: {dict(stories.most_common())}")
 
 

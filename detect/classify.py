@@ -31,11 +31,20 @@ EVIDF); ZXDJ 高 when both agree (P_MEAN >= HIGH_P and EVIDF >= HIGH_EVID),
 中 when one of them does, else 低. A third signal comes later, in the overlay stage, when the
 registry has the previous quarter: the same ground was issued as changed then too (persistence,
 :func:`with_persistence`); any two of the three give 高.
+
+With a reference date (the same season a year earlier) the check against it is one more
+signal, and 高 needs one more: REFCHK = 1 when the reference saw the object and, since it was
+kept, found it new (``detect.merge.apply_reference``); 0 when clouds hid it. Both signals of the
+pair are what every detected pixel passed already, while the seasonal crop cycle that the check
+tells apart is the main source of false alarms; an object it could not check is therefore one
+level lower (中) unless it persists from the previous quarter. One signal short of 高 is 中,
+two or more short is 低.
 """
 from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
 WATER_NDWI = 0.1
@@ -137,21 +146,39 @@ def classify(objects: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     out["TBLX"] = tblx.astype(object)
 
     out["ZXD"] = np.clip(mean["P_MEAN"] * (0.5 + 0.5 * mean["EVIDF"]), 0.0, 1.0)
-    out["ZXDJ"] = confidence_level(mean["P_MEAN"], mean["EVIDF"])
+    out["ZXDJ"] = confidence_level(mean["P_MEAN"], mean["EVIDF"],
+                                   reference_check=_reference_check(out))
     return out
 
 
-def confidence_level(p_mean, evidf, persistent=None) -> np.ndarray:
-    """ZXDJ from the independent signals that hold: 高 for two or more, 中 for one, 低 for none.
+def confidence_level(p_mean, evidf, persistent=None, reference_check=None) -> np.ndarray:
+    """ZXDJ from the independent signals that hold: 高 for two or more, 中 for one, 低 for none;
+    with a reference check, 高 for three or more, 中 for two, 低 for fewer.
 
     The signals: the chi-square test (P_MEAN >= HIGH_P), the index rule (EVIDF >= HIGH_EVID) and,
-    when given, ``persistent`` (bool per object: the previous quarter's change polygons cover it).
+    when given, ``persistent`` (bool per object: the previous quarter's change polygons cover it)
+    and ``reference_check`` (float per object: REFCHK, 1 confirmed new since the reference date,
+    0 not seen by it; NaN where the object had no reference date, which then needs one signal
+    less).
     """
     votes = ((np.asarray(p_mean, dtype=np.float64) >= HIGH_P).astype(int)
              + (np.asarray(evidf, dtype=np.float64) >= HIGH_EVID).astype(int))
     if persistent is not None:
         votes = votes + np.asarray(persistent, dtype=bool).astype(int)
-    return np.select([votes >= 2, votes == 1], ["高", "中"], default="低").astype(object)
+    need = np.full(votes.shape, 2)
+    if reference_check is not None:
+        check = np.asarray(reference_check, dtype=np.float64)
+        asked = ~np.isnan(check)
+        votes = votes + (asked & (check > 0.5)).astype(int)
+        need = need + asked.astype(int)
+    return np.select([votes >= need, votes == need - 1], ["高", "中"], default="低").astype(object)
+
+
+def _reference_check(objects) -> np.ndarray | None:
+    """REFCHK per object (see :func:`confidence_level`), or None without the column."""
+    if "REFCHK" not in objects:
+        return None
+    return pd.to_numeric(objects["REFCHK"], errors="coerce").to_numpy(dtype=np.float64)
 
 
 def with_persistence(changes: gpd.GeoDataFrame, previous_quarter: str) -> gpd.GeoDataFrame:
@@ -168,6 +195,7 @@ def with_persistence(changes: gpd.GeoDataFrame, previous_quarter: str) -> gpd.Ge
     qq = out["QQJCBH"].fillna("").astype(str)
     persistent = (qq.str.len() == 17) & (qq.str.slice(6, 12) == previous_quarter)
     known = out["P_MEAN"].notna() & out["EVIDF"].notna()
-    level = confidence_level(out["P_MEAN"].fillna(0.0), out["EVIDF"].fillna(0.0), persistent.to_numpy())
+    level = confidence_level(out["P_MEAN"].fillna(0.0), out["EVIDF"].fillna(0.0), persistent.to_numpy(),
+                             _reference_check(out))
     out["ZXDJ"] = np.where(known.to_numpy(), level, out["ZXDJ"].to_numpy(dtype=object))
     return out

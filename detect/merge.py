@@ -100,6 +100,14 @@ def apply_mmu(objects: gpd.GeoDataFrame, min_area_m2: float, outline_px: float =
     return objects[area >= float(min_area_m2)].reset_index(drop=True)
 
 
+def reference_seen(objects: gpd.GeoDataFrame, min_area_m2: float) -> np.ndarray:
+    """Whether the reference date saw enough of each object to judge it: a minimum mapping unit
+    of its pixels clear (N_REFSEEN), or most of a smaller object. (n,) bool."""
+    mmu_px = np.maximum(float(min_area_m2) / objects["PX_AREA"].to_numpy(np.float64), 1.0)
+    npix = objects["NPIX"].to_numpy(np.float64)
+    return objects["N_REFSEEN"].to_numpy(np.float64) >= np.minimum(mmu_px, npix / 2)
+
+
 def apply_reference(objects: gpd.GeoDataFrame, min_area_m2: float
                     ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """Split whole objects into those the reference date leaves and those it explains as seasonal.
@@ -108,20 +116,27 @@ def apply_reference(objects: gpd.GeoDataFrame, min_area_m2: float
     clear (N_REFSEEN) and the ones changed since it by a land-use change (N_REFNEW, see
     ``detect.detector.reference_masks``). The verdict is per object, not per pixel, because a
     seasonal change and a land-use change each fill a parcel: an object is dropped when the
-    reference sees enough of it (a minimum mapping unit, or most of a smaller object) and
-    finds little new there (less than a minimum mapping unit, and less than half of what it
-    sees). Where the reference is clouded over most of an object, the two dates decide. A kept
-    object keeps its whole two-date extent, so a new pond or site is not cut into fragments
-    where last year's field looked like it; a dropped one goes whole, its clouded part too.
-    Objects without the columns (no reference) are all kept. Returns ``(kept, dropped)``, each
-    with the index reset, order kept.
+    reference sees enough of it (:func:`reference_seen`) and finds little new there (less than
+    a minimum mapping unit, and less than half of what it sees). Where the reference is clouded
+    over most of an object, the two dates decide. A kept object keeps its whole two-date
+    extent, so a new pond or site is not cut into fragments where last year's field looked
+    like it; a dropped one goes whole, its clouded part too. Both carry REFCHK (float: 1 the
+    reference saw the object, so a kept one was confirmed as new since it; 0 it could not
+    see it), which ``detect.classify`` reads as a confidence signal. Call it only when a
+    reference date was used (the parts always carry the counts, 0 without one); objects without
+    the count columns are all kept, without REFCHK. Returns ``(kept, dropped)``, each with the
+    index reset, order kept.
     """
-    if len(objects) == 0 or "N_REFSEEN" not in objects:
-        return objects.reset_index(drop=True), objects.iloc[:0].reset_index(drop=True)
-    mmu_px = np.maximum(float(min_area_m2) / objects["PX_AREA"].to_numpy(np.float64), 1.0)
-    npix = objects["NPIX"].to_numpy(np.float64)
-    seen = objects["N_REFSEEN"].to_numpy(np.float64)
-    new = objects["N_REFNEW"].to_numpy(np.float64)
-    explained = (seen >= np.minimum(mmu_px, npix / 2)) & (new < np.minimum(mmu_px, seen / 2))
-    return (objects[~explained].reset_index(drop=True),
-            objects[explained].reset_index(drop=True))
+    out = objects.reset_index(drop=True)
+    if "N_REFSEEN" not in out:
+        return out, out.iloc[:0]
+    if len(out) == 0:
+        out = out.assign(REFCHK=np.zeros(0))
+        return out, out.iloc[:0]
+    mmu_px = np.maximum(float(min_area_m2) / out["PX_AREA"].to_numpy(np.float64), 1.0)
+    seen = reference_seen(out, min_area_m2)
+    n_seen = out["N_REFSEEN"].to_numpy(np.float64)
+    new = out["N_REFNEW"].to_numpy(np.float64)
+    explained = seen & (new < np.minimum(mmu_px, n_seen / 2))
+    out["REFCHK"] = seen.astype(np.float64)
+    return out[~explained].reset_index(drop=True), out[explained].reset_index(drop=True)

@@ -16,6 +16,8 @@ projection's scale error cancels.
   change polygons of that type (the detections' TBLX).
 - on basic farmland (when the truth has ON_JBNT): recall over the truth polygons on permanent
   basic farmland, precision over the change polygons the overlay put on it (JBNTMJ > 0).
+- per ZXDJ (confidence level, when present): precision over the change polygons of that level,
+  so an analyst sees whether 高 means more than 中.
 - per YXJ: precision over the change polygons of that level; recall counts a found truth
   polygon at the most urgent level among the change polygons that hit it, so the levels'
   recalls add up to the overall recall (``recall_cum``: found at this level or a more urgent one).
@@ -55,7 +57,8 @@ def evaluate(changes: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *,
     dict
         ``rule``, ``min_area_m2``, ``crs`` (where areas were measured), ``overall``,
         ``by_tblx`` (code -> counts and ratios), ``on_basic_farmland`` (counts and ratios, or
-        None without ON_JBNT in the truth), ``by_yxj`` (level -> counts and ratios),
+        None without ON_JBNT in the truth), ``by_zxdj`` (level -> counts and precision),
+        ``by_yxj`` (level -> counts and ratios),
         ``invalid_fixed`` (geometries repaired with make_valid). Counts are ints; a ratio
         with an empty denominator is None. Keys of the count dicts: truth, truth_hit,
         recall, changes, changes_hit, precision (+ f1 overall, recall_cum per level).
@@ -120,6 +123,12 @@ def evaluate(changes: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *,
                   else np.zeros(nc, dtype=bool))
         on_jbnt = _counts(eligible & t_jbnt, truth_hit, c_jbnt, change_hit)
 
+    by_zxdj = {}
+    c_zxdj = _codes(changes, "ZXDJ")
+    if c_zxdj is not None:
+        for level in [lv for lv in ("高", "中", "低") if lv in set(c_zxdj)]:
+            by_zxdj[level] = _counts(None, truth_hit, c_zxdj == level, change_hit)
+
     by_yxj = {}
     if c_yxj is not None:
         n_elig = int(eligible.sum())
@@ -138,6 +147,7 @@ def evaluate(changes: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *,
         "overall": overall,
         "by_tblx": by_tblx,
         "on_basic_farmland": on_jbnt,
+        "by_zxdj": by_zxdj,
         "by_yxj": by_yxj,
         "invalid_fixed": {"changes": c_fixed, "truth": t_fixed},
     }
@@ -162,6 +172,8 @@ def format_evaluation(result: dict) -> str:
         lines.append(row(f"TBLX {code}", d))
     if result.get("on_basic_farmland"):
         lines.append(row("on JBNT", result["on_basic_farmland"]))
+    for level, d in result.get("by_zxdj", {}).items():
+        lines.append(row(f"ZXDJ {level}", d))
     if result["by_yxj"]:
         lines.append("YXJ rows: found = truth polygons whose most urgent hit has this level")
         for level, d in result["by_yxj"].items():

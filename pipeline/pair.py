@@ -89,7 +89,7 @@ def detect_pair(before_path: str, after_path: str, out: str, *, bands: list[str]
             prob_ds.close()
     if frames:
         merged = merge_seams(gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=grid.crs))
-        left, _ = apply_reference(merged, params.min_area_m2)
+        left = apply_reference(merged, params.min_area_m2)[0] if reference is not None else merged
         result = classify(apply_mmu(left, params.min_area_m2, params.mmu_outline_px))
     else:
         result = classify(empty_parts(grid.crs))

@@ -333,7 +333,8 @@ def stage_merge(cfg: Config, quarter: Quarter, rd: RunDir, manifest: dict, outco
     if frames:
         parts = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs)
         merged = merge_seams(parts)
-        left, seasonal = apply_reference(merged, params.min_area_m2)
+        left, seasonal = (apply_reference(merged, params.min_area_m2) if "reference" in plan
+                          else (merged, merged.iloc[:0]))
         kept = apply_mmu(left, params.min_area_m2, params.mmu_outline_px)
         seasonal = apply_mmu(seasonal, params.min_area_m2, params.mmu_outline_px)
         objects = classify(kept)

@@ -182,6 +182,9 @@ def test_apply_reference_by_hand():
     kept, dropped = apply_reference(frame, MMU_M2)
     assert dropped.ID.tolist() == [i for i, r in enumerate(rows) if r[3]]
     assert kept.ID.tolist() == [i for i, r in enumerate(rows) if not r[3]]
+    # REFCHK: the reference saw >= min(50, NPIX / 2) px of the object (a confidence signal)
+    assert kept.REFCHK.tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    assert dropped.REFCHK.tolist() == [1.0, 1.0]
     # without the reference's columns (no reference date) everything is kept
     kept, dropped = apply_reference(frame.drop(columns=["N_REFSEEN", "N_REFNEW"]), MMU_M2)
     assert len(kept) == len(rows) and len(dropped) == 0

@@ -152,3 +152,19 @@ def test_basic_farmland_row(case):
     # without the truth column there is no such row
     r = evaluate(changes, truth.drop(columns="ON_JBNT"), min_area_m2=200.0)
     assert r["on_basic_farmland"] is None and "on JBNT" not in format_evaluation(r)
+
+
+def test_confidence_rows(case):
+    """Precision per ZXDJ: 高 = {C1, C3, C6} two hit, 中 = {C2, C4} one hit, 低 = {C5} hit;
+    a level nobody carries has no row."""
+    changes, truth = case
+    changes = changes.assign(ZXDJ=["高", "中", "高", "中", "低", "高"])
+    r = evaluate(changes, truth, min_area_m2=200.0)
+    z = r["by_zxdj"]
+    assert list(z) == ["高", "中", "低"]
+    assert [(z[k]["changes"], z[k]["changes_hit"]) for k in z] == [(3, 2), (2, 1), (1, 1)]
+    assert z["高"]["precision"] == pytest.approx(2 / 3) and z["高"]["recall"] is None
+    assert "ZXDJ 高" in format_evaluation(r)
+    r = evaluate(changes.assign(ZXDJ="高"), truth)
+    assert list(r["by_zxdj"]) == ["高"]
+    assert evaluate(*case)["by_zxdj"] == {}

@@ -221,6 +221,7 @@ def test_readme_names_the_dates_and_the_reference(tmp_path):
         text = zf.read("README.txt").decode("utf-8-sig")
     assert "前时相 QSX 2026-05-18，后时相 HSX 2026-08-23" in text
     assert "参考时相（去年同季）2025-08-17" in text
+    assert "置信等级 ZXDJ 最高为“中”" in text          # why a change under its clouds is 中
     without = {k: v for k, v in dates.items() if k != "reference"}
     zpath = write_county_package(make_county(3), tmp_path / "b", xzqdm="450102", xzqmc="兴宁区",
                                  quarter="2026Q3", run_meta={**META, "dates": without},

@@ -114,6 +114,16 @@ def test_run_fits_a_second_model_and_records_it(demo, tmp_path):
     assert manifest["reference_veto"]["area_m2"] == pytest.approx(seasonal.NPIX.sum() * 4.0)
     changes = gpd.read_file(run / "changes.gpkg", layer="changes")
     assert len(changes) == len(big) - len(seasonal)
+    # confidence: the reference saw the object (>= min(50 px, half of it)) or not; with the
+    # check, 高 needs chi-square, index rule and the check (no previous quarter in this run)
+    kept = big.drop(seasonal.index)
+    seen = kept.N_REFSEEN >= np.minimum(50, kept.NPIX / 2)
+    votes = ((kept.S_P / kept.NPIX >= 0.99).astype(int) + (kept.N_STRONG / kept.NPIX >= 0.5)
+             + seen.astype(int))
+    expect = np.select([votes >= 3, votes == 2], ["高", "中"], "低")
+    assert (sorted(zip(changes.REFCHK, changes.ZXDJ))
+            == sorted(zip(seen.astype(float), expect)))
+    assert (~seen).any() and seen.any()            # both kinds occur in the demo
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["reference"]["vetoed_polygons"] == len(seasonal)
     assert summary["reference"]["vetoed_mu"] == pytest.approx(seasonal.NPIX.sum() * 4.0 * 3 / 2000,

@@ -274,6 +274,20 @@ def test_confidence_level_counts_independent_signals(p_mean, evidf, persistent, 
     assert got.tolist() == [level]
 
 
+@pytest.mark.parametrize("p_mean, evidf, persistent, check, level", [
+    (0.995, 0.6, None, 1.0, "高"),            # chi-square, index rule, confirmed by the reference
+    (0.995, 0.6, None, 0.0, "中"),            # the reference could not see it: one short
+    (0.995, 0.6, True, 0.0, "高"),            # ... but it persists from the previous quarter
+    (0.995, 0.2, None, 1.0, "中"), (0.5, 0.2, None, 1.0, "低"), (0.5, 0.2, True, 1.0, "中"),
+    (0.995, 0.6, None, np.nan, "高")])        # no reference date for this object: two suffice
+def test_confidence_level_with_a_reference_check_needs_one_signal_more(p_mean, evidf, persistent,
+                                                                       check, level):
+    from detect.classify import confidence_level
+
+    got = confidence_level([p_mean], [evidf], None if persistent is None else [persistent], [check])
+    assert got.tolist() == [level]
+
+
 def test_persistence_with_the_previous_quarter_raises_zxdj(tmp_path):
     """Chi-square alone gives 中; covering a 2026Q2 polygon gives 高 in 2026Q3, a 2026Q1 one not."""
     from pipeline.quarter import Quarter

@@ -40,7 +40,8 @@ def readme_text(*, xzqdm: str, xzqmc: str, quarter: str, n: int, formats: Sequen
         lines.append(f"影像时相：前时相 QSX {dates['before']}，后时相 HSX {dates['after']}。")
     if dates.get("reference"):
         lines += [f"参考时相（去年同季）{dates['reference']}：与去年同期相同的季节性变化（如每年此时泡田、",
-                  "收割）已剔除，不再下发；参考时相有云处仍按前后两时相判断。"]
+                  "收割）已剔除，不再下发；参考时相有云处仍按前后两时相判断，这类图斑未经去年同期核对，",
+                  "置信等级 ZXDJ 最高为“中”（上季度同一位置也有图斑的除外）。"]
     lines += [
         "",
         "一、包内文件",
