@@ -1,5 +1,6 @@
 """Components and outlines of change objects: the Numba labelling against SciPy's, the
 edge-tracing polygonizer against GDAL's (rasterio.features.shapes), and hand-drawn cases."""
+import numba
 import numpy as np
 import pytest
 import rasterio.features
@@ -92,6 +93,50 @@ def test_random_masks_equal_gdal(seed):
     assert (shapely.area(shapely.symmetric_difference(got, ref)) < 1e-9 * px).all()
     assert (shapely.get_num_interior_rings(got) == shapely.get_num_interior_rings(ref)).all()
     np.testing.assert_allclose(shapely.area(got), np.bincount(lab.ravel(), minlength=n + 1)[1:] * px)
+
+
+def test_many_labels_with_holes_equal_gdal():
+    # a few thousand labels, holes among them: the labels are split among the threads
+    rng = np.random.default_rng(7)
+    mask = scipy.ndimage.binary_opening(rng.random((300, 400)) < 0.55)
+    lab, n = _label(mask)
+    got = polygons(lab, n, T)
+    ref = _gdal(lab, n, T)
+    assert n > 500 and (shapely.get_num_interior_rings(ref) > 0).sum() > 20
+    px = abs(T.determinant)
+    assert shapely.is_valid(got).all()
+    assert (shapely.area(shapely.symmetric_difference(got, ref)) < 1e-9 * px).all()
+    assert (shapely.get_num_interior_rings(got) == shapely.get_num_interior_rings(ref)).all()
+    np.testing.assert_allclose(shapely.area(got), np.bincount(lab.ravel())[1:] * px)
+
+
+def _rings_by_label(xy, ring_label, ring_offsets):
+    order = np.argsort(ring_label, kind="stable")
+    return [(ring_label[i], xy[ring_offsets[i]:ring_offsets[i + 1]].tolist()) for i in order]
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+@pytest.mark.parametrize("seed", range(12))
+def test_one_and_two_threads_give_the_same_polygons(seed):
+    rng = np.random.default_rng(seed)
+    if seed < 10:
+        h, w = rng.integers(1, 64, 2)
+        mask = scipy.ndimage.binary_opening(rng.random((h, w)) < rng.uniform(0.3, 0.8))
+    else:   # thousands of labels; the edge strips make two that reach down the whole tile, so
+        # rings of the threads' label ranges interleave in row-major order
+        mask = scipy.ndimage.binary_opening(rng.random((700, 500)) < 0.55)
+        mask[:, :3] = mask[:, -3:] = True
+    lab, n = _label(mask)
+    before = numba.get_num_threads()
+    got = {}
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            got[threads] = (_rings_by_label(*trace_rings(lab)),
+                            shapely.to_wkb(polygons(lab, n, T)).tolist())
+    finally:
+        numba.set_num_threads(before)
+    assert got[1] == got[2]
 
 
 def test_l_shape_vertices_by_hand():
