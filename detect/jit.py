@@ -32,6 +32,14 @@ serial = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="nump
 # inliner cost limit cannot leave a call in the loop (a call stops vectorisation;
 # measured 5x on the chi-square survival function)
 inline = numba.njit(inline="always", nogil=True, fastmath=FASTMATH, error_model="numpy")
+# float arithmetic whose every rounding is part of the result (sums that must equal another
+# kernel's bit for bit): no fast-math flags, so LLVM may neither regroup a sum ('reassoc'),
+# nor turn a division into a product by the reciprocal ('arcp'), nor fuse a multiply-add
+# ('contract'). fastmath=False must be given: a kernel that leaves it unset takes the flags
+# of the kernel that calls it (Numba's CPUTargetOptions.finalize). ``exact_inline`` helpers
+# are lowered with their caller's flags once inlined: call them from ``exact`` kernels only.
+exact = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+exact_inline = numba.njit(inline="always", nogil=True, fastmath=False, error_model="numpy")
 
 
 def parallel(fn):

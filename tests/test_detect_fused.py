@@ -17,8 +17,8 @@ from detect.detector import DetectParams, decide, smoothed_red_nir
 from detect.indices import indices, role_index
 from detect.objects import clean_mask
 from detect.rules import rule_vector
-from tests.test_detect_kernels import _realistic_pair, ref_box_mean_np, ref_change, ref_dilate, \
-    ref_erode, ref_mad, ref_moments, ref_vote_decide
+from tests.test_detect_kernels import _realistic_pair, nd, ref_box_mean_np, ref_change, \
+    ref_dilate, ref_erode, ref_mad, ref_moments, ref_vote_decide
 
 RNG = np.random.default_rng(7)
 TALL = 2 * kernels.CHUNK + 13  # three row blocks, the last one short
@@ -52,6 +52,29 @@ def ref_wet_box(y, valid, roles, gain, offset, wet_ndwi, radius):
     n = rn[1] * np.float32(gain[inn]) + np.float32(offset[inn])
     wet = valid & (g - n > np.float32(wet_ndwi) * (g + n)) & (g + n > 0)
     return ref_box_mean_np(rn, wet, radius)
+
+
+def ref_wet_means(rn, wet, radius):
+    """Means of rn (2, h, w) over the wet pixels of each window, in the kernels' float order.
+
+    Per window row, the values are added left to right from 0.0, then the row sums top to
+    bottom from 0.0 (float64; pixels outside the image or not wet add 0.0, which changes no
+    sum); each sum times 1 / count, rounded to float32; NaN where no pixel is wet.
+    """
+    nb, h, w = rn.shape
+    v = np.pad(np.where(wet, rn, 0).astype(np.float64), ((0, 0), (radius, radius),
+                                                         (radius, radius)))
+    k = np.pad(wet.astype(np.int64), radius)
+    s = np.zeros((nb, h, w))
+    n = np.zeros((h, w), np.int64)
+    for di in range(2 * radius + 1):
+        t = np.zeros((nb, h, w))
+        for dj in range(2 * radius + 1):
+            t = t + v[:, di:di + h, dj:dj + w]
+            n += k[di:di + h, dj:dj + w]
+        s = s + t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, s * (1.0 / n), np.nan).astype(np.float32)
 
 
 def ref_clean_decision(flags, valid, vote_r, require, vote, open_px, close_px):
@@ -220,6 +243,73 @@ def test_detect_pixels_is_box_mean_then_change_pixels(radius, swir, landuse):
         np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-6, err_msg=f"output {k}")
     assert (got[-1] != ref[-1]).mean() < 0.002
     assert (got[-1] & kernels.FLAG_CROP).any()
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_flood_window_means_bit_for_bit(radius):
+    """The flood rule's window means of detect_pixels, bit for bit, on data made to tell.
+
+    Radius 1 takes the kernel's fast path inside the image and the general loop on its
+    edges; radius 2 the general loop. The flags must equal change_pixels' fed the means in
+    the kernels' order (and box_mean's), on integer DN (many equal values), with NaN on
+    invalid pixels, flood candidates whose windows hold no wet pixel, sums whose value
+    depends on the order of the additions, and a candidate exactly at the threshold.
+    """
+    h, w = TALL, 45
+    x, y = _realistic_pair(h, w, False)
+    x, y = np.round(x), np.round(y)
+    y[3, 30:] = np.round(y[3, 30:] * 0.25)  # after-date NIR below green: mostly wet
+    valid = RNG.random((h, w)) > 0.05
+    y[:, ~valid] = np.nan  # never summed: the window reads wet pixels only
+    args, _ = pass_args(x, y, False, True, radius)
+    gain, offset, rule = args[6], args[7], args[10]
+    # normalisation: red and NIR as they are (NumPy computes the rule's NDVI of the means
+    # as the kernel does), green's gain 1 in float32 but above 1 in float64, so that where
+    # green == NIR the wet mask (float32) sees a tie, not wet, and the rule's NDWI (float64)
+    # a flood candidate: patches of them have windows without a wet pixel (NaN means)
+    gain[1:4], offset[1:4] = (1 + 2.0 ** -30, 1.0, 1.0), 0.0
+    tie = np.zeros((h, w), bool)
+    tie[20:30, 10:22] = tie[0:6, 30:45] = True
+    y[1][tie] = y[3][tie]
+    # the kernels' float32 wet test, exactly: gains 1 and offsets 0 in float32, wet_ndwi 0
+    wet = valid & (y[1] - y[3] > 0) & (y[1] + y[3] > 0)
+    # red +-2^62 on pairs of wet neighbours: a window sum that adds both of them after a DN
+    # rounds the DN to a multiple of 1024 (the spacing of doubles near 2^62), one that adds
+    # them first keeps it
+    big = np.float32(2.0 ** 62)
+    pairs = wet[:-1, :-1] & wet[1:, :-1] & wet[:-1, 1:] & (RNG.random((h - 1, w - 1)) < 0.15)
+    for i, j in zip(*np.nonzero(pairs)):
+        y[2, i, j] = big
+        if RNG.random() < 0.5:
+            y[2, i, j + 1] = -big
+        else:
+            y[2, i + 1, j] = -big
+    rn = np.ascontiguousarray(y[[2, 3]])
+    ys = ref_wet_means(rn, wet, radius)
+    # the flood candidates: the pixels whose flags the smoothed NDVI changes
+    high = np.stack([np.zeros((h, w), np.float32), np.ones((h, w), np.float32)])
+    cand = (kernels.change_pixels(x, y, high, valid, *args)[-1]
+            != kernels.change_pixels(x, y, high[::-1].copy(), valid, *args)[-1])
+    edge = np.zeros((h, w), bool)
+    edge[[0, -1]] = edge[:, [0, -1]] = True
+    assert (cand & edge).sum() > 20 and (cand & np.isnan(ys[0])).sum() > 20
+    # other orders of the same additions give other means: reversed, and columns first
+    others = [ref_wet_means(rn[:, ::-1, ::-1], wet[::-1, ::-1], radius)[:, ::-1, ::-1],
+              ref_wet_means(rn.transpose(0, 2, 1), wet.T, radius).transpose(0, 2, 1)]
+    sensitive = cand & ~edge & np.isfinite(ys[0]) & (others[0][0] != ys[0])
+    assert sensitive.sum() > 20
+    # the threshold at the NDVI of one of those candidates: an exact tie
+    vsa = nd(ys[1].astype(np.float64), ys[0].astype(np.float64))
+    rule[kernels.R_FLOOD_NDVI] = np.sort(vsa[sensitive])[sensitive.sum() // 2]
+    got = kernels.detect_pixels(x, y, valid, *args, radius)[-1]
+    np.testing.assert_array_equal(got, kernels.change_pixels(x, y, ys, valid, *args)[-1])
+    np.testing.assert_array_equal(got, kernels.pixel_flags(x, y, valid, *args, radius))
+    box = kernels.box_mean(rn, wet, radius)
+    np.testing.assert_array_equal(got, kernels.change_pixels(x, y, box, valid, *args)[-1])
+    # and these flags would see another order
+    for other in others:
+        other = np.ascontiguousarray(other)
+        assert (kernels.change_pixels(x, y, other, valid, *args)[-1] != got).sum() >= 3
 
 
 # ---------------------------------------------------------------- decision + morphology
