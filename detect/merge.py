@@ -100,12 +100,17 @@ def apply_mmu(objects: gpd.GeoDataFrame, min_area_m2: float, outline_px: float =
     return objects[area >= float(min_area_m2)].reset_index(drop=True)
 
 
+def _mmu_px(objects: gpd.GeoDataFrame, min_area_m2: float) -> np.ndarray:
+    """The minimum mapping unit in each object's pixels (at least one)."""
+    return np.maximum(float(min_area_m2) / objects["PX_AREA"].to_numpy(np.float64), 1.0)
+
+
 def reference_seen(objects: gpd.GeoDataFrame, min_area_m2: float) -> np.ndarray:
     """Whether the reference date saw enough of each object to judge it: a minimum mapping unit
     of its pixels clear (N_REFSEEN), or most of a smaller object. (n,) bool."""
-    mmu_px = np.maximum(float(min_area_m2) / objects["PX_AREA"].to_numpy(np.float64), 1.0)
     npix = objects["NPIX"].to_numpy(np.float64)
-    return objects["N_REFSEEN"].to_numpy(np.float64) >= np.minimum(mmu_px, npix / 2)
+    return objects["N_REFSEEN"].to_numpy(np.float64) >= np.minimum(_mmu_px(objects, min_area_m2),
+                                                                   npix / 2)
 
 
 def apply_reference(objects: gpd.GeoDataFrame, min_area_m2: float
@@ -133,10 +138,9 @@ def apply_reference(objects: gpd.GeoDataFrame, min_area_m2: float
     if len(out) == 0:
         out = out.assign(REFCHK=np.zeros(0))
         return out, out.iloc[:0]
-    mmu_px = np.maximum(float(min_area_m2) / out["PX_AREA"].to_numpy(np.float64), 1.0)
     seen = reference_seen(out, min_area_m2)
-    n_seen = out["N_REFSEEN"].to_numpy(np.float64)
     new = out["N_REFNEW"].to_numpy(np.float64)
-    explained = seen & (new < np.minimum(mmu_px, n_seen / 2))
+    explained = seen & (new < np.minimum(_mmu_px(out, min_area_m2),
+                                         out["N_REFSEEN"].to_numpy(np.float64) / 2))
     out["REFCHK"] = seen.astype(np.float64)
     return out[~explained].reset_index(drop=True), out[explained].reset_index(drop=True)
