@@ -15,6 +15,7 @@ Usage::
     python bench/bench_quality.py --seeds 201 202 --size 800
     python bench/bench_quality.py --set wet_ndwi=0.05 --set mmu_outline_px=0  # [detect] overrides
     python bench/bench_quality.py --two-dates      # without the reference date a year earlier
+    python bench/bench_quality.py --reference-scenes 2  # the reference from two clouded scenes
 """
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ def main() -> None:
                     help="override a [detect] key (TOML/JSON value), e.g. wet_ndwi=0.05")
     ap.add_argument("--two-dates", action="store_true",
                     help="leave out the demo's reference date (the same season a year earlier)")
+    ap.add_argument("--reference-scenes", type=int, default=1,
+                    help="scenes of the reference date, each with its own cloud mask ({scene})")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/tianyan_bench/quality"),
                     help="cache folder for the generated regions")
     args = ap.parse_args()
@@ -88,13 +91,16 @@ def main() -> None:
         overrides[key] = json.loads(value)
     print(f"{len(args.seeds)} seed(s) at {args.size} px, tiles of {args.tile}, "
           f"[detect] overrides {overrides or 'none'}, "
-          f"{'two dates' if args.two_dates else 'with the reference date'}")
+          f"{'two dates' if args.two_dates else 'with the reference date'}"
+          f"{f' of {args.reference_scenes} scenes' if args.reference_scenes > 1 else ''}")
     pooled = Counter()
     stories = Counter()
     for seed in args.seeds:
-        root = args.dir / f"{args.size}_{args.tile}_{seed}"
+        scenes = f"_r{args.reference_scenes}" if args.reference_scenes > 1 else ""
+        root = args.dir / f"{args.size}_{args.tile}_{seed}{scenes}"
         if not (root / "demo.toml").exists():
-            make_demo(root, width=args.size, height=args.size, tile_size=args.tile, seed=seed)
+            make_demo(root, width=args.size, height=args.size, tile_size=args.tile, seed=seed,
+                      reference_scenes=args.reference_scenes)
         cfg = load_config(root / "demo.toml")
         cfg.detect.update(overrides)
         if args.two_dates:

@@ -23,6 +23,16 @@ FREE_DISK_MB = 2048
 MIN_OVERLAP_SHARE = 0.5   # below this share of the after date covered by both dates: a warning
 
 
+def _check_scene_masks(label: str, date) -> tuple[str, str, str]:
+    """How many of a date's scenes have cloud masks of their own ({scene}); WARN for the rest."""
+    bare = [s for s in date.files if s not in date.scene_masks]
+    what = f"imagery.cloud_mask_{label}"
+    if not bare:
+        return ("OK", what, f"every scene ({len(date.files)}) has its own cloud mask")
+    return ("WARN", what, f"{len(bare)} of {len(date.files)} scenes have no cloud mask of their "
+                          f"own and are read unmasked, e.g. {bare[0]} (name its mask with {{scene}})")
+
+
 def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]:
     """Return findings ``(level, what, message)``; level is OK, WARN or ERROR (blocking)."""
     out: list[tuple[str, str, str]] = []
@@ -34,6 +44,8 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
             dates[label] = d
             out.append(("OK", f"imagery.{label}", f"{len(d.image_files())} file(s), date {d.date}, "
                                                   f"bands {','.join(d.roles)}"))
+            if d.scene_masks:
+                out.append(_check_scene_masks(label, d))
         except TianyanError as exc:
             out.append(("ERROR", f"imagery.{label}", str(exc)))
     if "before" in dates and "after" in dates:

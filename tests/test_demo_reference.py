@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import sys
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -116,6 +117,40 @@ def test_cloud_mask_covers_the_references_bright_cloud_pixels(data):
     assert 0.02 < mask.mean() < 0.3
     # Its clouds are not the after date's.
     assert (mask != data["cloud_after"]).mean() > 0.05
+
+
+def test_a_reference_of_two_scenes_with_their_own_clouds(demo, tmp_path):
+    """``reference_scenes=2``: a second scene REVISIT_DAYS later of the same land and season,
+    under its own clouds; the first scene is the one-scene demo's, byte for byte, and the
+    configuration gives each scene its own mask ({scene})."""
+    from pipeline.config import load_config
+    from pipeline.demo.generate import REVISIT_DAYS
+    from tiles.errors import ConfigError
+    from tiles.imagery import open_config_date
+
+    two = make_demo(tmp_path, width=SIZE, height=SIZE, tile_size=TILE, seed=SEED, reference_scenes=2)
+    for key in ("reference", "cloud_reference", "before", "after"):
+        assert two[key].read_bytes() == demo[key].read_bytes()
+    day = dt.date(2025, 8, 17) + dt.timedelta(days=REVISIT_DAYS)
+    assert two["reference_2"].name == f"GF2_{day:%Y%m%d}_MS.tif"
+    assert two["cloud_reference_2"].name == f"GF2_{day:%Y%m%d}_cloud.tif"
+    with rasterio.open(two["reference_2"]) as second, rasterio.open(demo["reference"]) as first, \
+            rasterio.open(two["cloud_reference_2"]) as m2, rasterio.open(demo["cloud_reference"]) as m1:
+        assert second.tags()["ACQUISITION_DATE"] == day.isoformat()
+        assert second.transform == first.transform and second.shape == first.shape
+        c1, c2 = m1.read(1) > 0, m2.read(1) > 0
+        a, b = first.read().astype(np.float64), second.read().astype(np.float64)
+    assert c1.any() and c2.any() and (c1 & c2).sum() < 0.5 * min(c1.sum(), c2.sum())
+    clear = ~c1 & ~c2                      # the same land and season: NIR correlates closely
+    assert np.corrcoef(a[3][clear], b[3][clear])[0, 1] > 0.9
+    imagery = load_config(two["config"]).imagery
+    ref = open_config_date("reference", imagery, quarter="2026Q3", prev_quarter="2026Q2")
+    assert ref.cloud_masks == []
+    assert {Path(s).name: [Path(m).name for m in ms] for s, ms in ref.scene_masks.items()} == {
+        two["reference"].name: [two["cloud_reference"].name],
+        two["reference_2"].name: [two["cloud_reference_2"].name]}
+    with pytest.raises(ConfigError, match="reference_scenes=0"):
+        make_demo(tmp_path / "none", width=SIZE, height=SIZE, reference_scenes=0)
 
 
 # --- crop stages a year earlier ---------------------------------------------------------------

@@ -78,6 +78,36 @@ def test_partial_overlap_of_the_dates_is_a_warning(demo, tmp_path):
     assert level == "WARN" and "covers 30%" in message
 
 
+def test_scene_cloud_masks_are_counted_and_a_stray_mask_blocks(demo, tmp_path):
+    after = next((demo / "imagery" / "2026Q3").glob("*_MS.tif"))
+    cloud = next((demo / "imagery" / "2026Q3").glob("*_cloud.tif"))
+    own = variant(demo, tmp_path, {'after = "imagery/{quarter}/*_MS.tif"':
+                                   'after = "imagery/{quarter}/{scene}_MS.tif"',
+                                   'cloud_mask_after = "imagery/{quarter}/*_cloud.tif"':
+                                   'cloud_mask_after = "imagery/{quarter}/{scene}_cloud.tif"'})
+    assert findings(own)["imagery.cloud_mask_after"] == [
+        ("OK", "every scene (1) has its own cloud mask")]
+    # two scenes, one mask: a warning naming the bare scene; a mask of no scene: blocking
+    d = tmp_path / "two" / "2026Q3"
+    d.mkdir(parents=True)
+    for name in ("s1_MS.tif", "s2_MS.tif"):
+        shutil.copy(after, d / name)
+    shutil.copy(cloud, d / "s1_cloud.tif")
+    two = variant(demo, tmp_path, {'after = "imagery/{quarter}/*_MS.tif"':
+                                   f'after = "{tmp_path}/two/{{quarter}}/{{scene}}_MS.tif"',
+                                   'cloud_mask_after = "imagery/{quarter}/*_cloud.tif"':
+                                   f'cloud_mask_after = "{tmp_path}/two/{{quarter}}/{{scene}}_cloud.tif"'})
+    (level, message), = findings(two)["imagery.cloud_mask_after"]
+    assert level == "WARN" and message.startswith("1 of 2 scenes have no cloud mask of their own")
+    assert message.split("e.g. ")[1].startswith(str(d / "s2_MS.tif"))
+    shutil.copy(cloud, d / "s3_cloud.tif")
+    (level, message), = findings(two)["imagery.after"]
+    assert level == "ERROR" and message.startswith(f"{d / 's3_cloud.tif'}: [imagery].cloud_mask_after "
+                                                   "names scene 's3'")
+    result = CliRunner().invoke(main, ["validate", "--config", str(two), "--quarter", "2026Q3"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
 def test_dates_outside_the_quarter_warn_and_reversed_dates_block(demo, tmp_path):
     cfg = variant(demo, tmp_path, append='')
     text = cfg.read_text(encoding="utf-8").replace("[imagery]\n", '[imagery]\nafter_date = "2026-10-05"\n')

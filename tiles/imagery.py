@@ -24,6 +24,7 @@ from rasterio.errors import RasterioError
 from tiles.bandfiles import BAND, group_band_files
 from tiles.dates import check_iso, compile_date_pattern, date_from_name, date_from_tags
 from tiles.errors import ConfigError, InputFileError
+from tiles.scenemasks import SCENE, as_glob, assign_masks, check_pattern, scene_names
 from tiles.stac import is_stac, read_item_collection
 
 #: Files next to rasters that a glob such as ``scenes/*`` also matches; never read as scenes.
@@ -38,7 +39,9 @@ class DateImagery:
     ``nodata`` and ``crs`` are per scene. ``indexes`` are the 1-based bands of each role in a
     multi-band file. ``sources`` maps a scene to ``[path, band, nodata]`` per role when its bands
     live in several files; ``footprints`` maps a scene to the WKT polygon (processing-grid CRS)
-    outside which it has no valid data, once the plan has measured it.
+    outside which it has no valid data, once the plan has measured it. ``cloud_masks`` mask the
+    whole date after the mosaic; ``scene_masks`` maps a scene to the masks of that scene alone
+    (see :mod:`tiles.scenemasks`).
     """
 
     label: str                      # "before" / "after"
@@ -51,6 +54,7 @@ class DateImagery:
     cloud_masks: list[str] = field(default_factory=list)
     sources: dict[str, list[list]] = field(default_factory=dict)
     footprints: dict[str, str] = field(default_factory=dict)
+    scene_masks: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -81,27 +85,33 @@ class DateImagery:
 
     def all_files(self) -> list[str]:
         """Every file the date reads (images and cloud masks), for the run manifest."""
-        return list(dict.fromkeys(self.image_files() + list(self.cloud_masks)))
+        own = [m for scene in self.files for m in self.scene_masks.get(scene, [])]
+        return list(dict.fromkeys(self.image_files() + list(self.cloud_masks) + own))
 
 
 def expand(pattern: str, quarter: str, prev_quarter: str, key: str) -> list[str]:
-    """Fill {quarter}/{prev_quarter} (keeping {band}) and expand the glob; sorted, sidecars left out."""
+    """Fill {quarter}/{prev_quarter} (keeping {band}) and expand the glob ({scene} matching as
+    ``*``); sorted, sidecars left out."""
     filled = fill(pattern, quarter, prev_quarter, key)
-    return sorted(f for f in glob.glob(filled) if not f.lower().endswith(SIDECARS))
+    return sorted(f for f in glob.glob(as_glob(filled)) if not f.lower().endswith(SIDECARS))
 
 
 def fill(pattern: str, quarter: str, prev_quarter: str, key: str) -> str:
-    """The pattern with {quarter}, {prev_quarter} and {last_year_quarter} filled in; {band} stays.
+    """The pattern with {quarter}, {prev_quarter} and {last_year_quarter} filled in; {band} and
+    {scene} stay.
 
     {last_year_quarter} is the same quarter a year earlier (2026Q3 -> 2025Q3): where the
-    optional reference date of the same season lives.
+    optional reference date of the same season lives. {scene} marks a scene's name (see
+    :mod:`tiles.scenemasks`).
     """
+    check_pattern(pattern, key)
     try:
         return pattern.format(quarter=quarter, prev_quarter=prev_quarter,
-                              last_year_quarter=last_year_quarter(quarter), band=BAND)
+                              last_year_quarter=last_year_quarter(quarter), band=BAND, scene=SCENE)
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(f"[imagery].{key} = {pattern!r}: bad placeholder {exc} (only {{quarter}}, "
-                          f"{{prev_quarter}}, {{last_year_quarter}} and {{band}} are known)") from None
+                          f"{{prev_quarter}}, {{last_year_quarter}}, {{band}} and {{scene}} are "
+                          f"known)") from None
 
 
 def last_year_quarter(quarter: str) -> str:
@@ -129,34 +139,48 @@ def open_date(label: str, pattern: str, roles_config: list[str], *, quarter: str
     """
     roles = [r for r in roles_config if r != "-"]
     filled = fill(pattern, quarter, prev_quarter, label)
-    masks = expand(cloud_pattern, quarter, prev_quarter, f"cloud_mask_{label}") if cloud_pattern else []
+    mask_key = f"cloud_mask_{label}"
+    mask_pattern = fill(cloud_pattern, quarter, prev_quarter, mask_key) if cloud_pattern else ""
+    masks = expand(cloud_pattern, quarter, prev_quarter, mask_key) if cloud_pattern else []
     if cloud_pattern and not masks:
-        raise InputFileError(f"[imagery].cloud_mask_{label}: no file matches "
-                             f"{fill(cloud_pattern, quarter, prev_quarter, label)!r}")
+        raise InputFileError(f"[imagery].{mask_key}: no file matches {as_glob(mask_pattern)!r}")
     rx = compile_date_pattern(date_pattern)
+
+    def split_masks(keys, names):
+        return assign_masks(label, mask_pattern, masks, keys, names)
+
     if BAND in filled:
-        groups = group_band_files(filled, band_files or {}, roles, label)
+        groups = group_band_files(as_glob(filled), band_files or {}, roles, label)
+        keys = [g[roles[0]] for g in groups]
+        named = filled.replace(BAND, band_files.get(roles[0], "")) if SCENE in filled else None
+        date_masks, own = split_masks(keys, scene_names(named, keys) if named else None)
         scenes = [[(r, g[r], 1, None) for r in roles] for g in groups]
         return _open_scenes(label, scenes, roles, date_override=date_override,
-                            nodata_override=nodata_override, cloud_masks=masks, date_pattern=rx,
-                            prefer_name=bool(date_pattern))
+                            nodata_override=nodata_override, cloud_masks=date_masks,
+                            scene_masks=own, date_pattern=rx, prefer_name=bool(date_pattern))
     if is_stac(filled):
         items = read_item_collection(filled, roles)
+        date_masks, own = split_masks([it.sources[roles[0]][0] for it in items],
+                                      [it.id for it in items])
         scenes = [[(r, *it.sources[r]) for r in roles] for it in items]
         dates = [it.date for it in items]
         return _open_scenes(label, scenes, roles, date_override=date_override,
-                            nodata_override=nodata_override, cloud_masks=masks, date_pattern=rx,
-                            known_dates=dates)
+                            nodata_override=nodata_override, cloud_masks=date_masks,
+                            scene_masks=own, date_pattern=rx, known_dates=dates)
     files = expand(pattern, quarter, prev_quarter, label)
     if not files:
-        raise InputFileError(f"[imagery].{label}: no file matches {filled!r} (check the path and the quarter)")
+        raise InputFileError(f"[imagery].{label}: no file matches {as_glob(filled)!r} (check the path "
+                             f"and the quarter)")
+    date_masks, own = split_masks(files, scene_names(filled, files))
     return open_files(label, files, roles_config, date_override=date_override,
-                      nodata_override=nodata_override, cloud_masks=masks, date_pattern=date_pattern)
+                      nodata_override=nodata_override, cloud_masks=date_masks, scene_masks=own,
+                      date_pattern=date_pattern)
 
 
 def open_files(label: str, files: list[str], roles_config: list[str], *, date_override: str = "",
                nodata_override: float = -1, cloud_masks: list[str] | None = None,
-               require_date: bool = True, date_pattern: str = "") -> DateImagery:
+               scene_masks: dict[str, list[str]] | None = None, require_date: bool = True,
+               date_pattern: str = "") -> DateImagery:
     """Check multi-band files of one date (readable, CRS, same band count, enough bands) and date it.
 
     ``roles_config`` names the role of each band in file order ("-" skips one).
@@ -166,7 +190,8 @@ def open_files(label: str, files: list[str], roles_config: list[str], *, date_ov
     roles = [r for r in roles_config if r != "-"]
     scenes = [[(r, f, i, None) for r, i in zip(roles, indexes)] for f in files]
     date = _open_scenes(label, scenes, roles, date_override=date_override, nodata_override=nodata_override,
-                        cloud_masks=cloud_masks or [], date_pattern=compile_date_pattern(date_pattern),
+                        cloud_masks=cloud_masks or [], scene_masks=scene_masks or {},
+                        date_pattern=compile_date_pattern(date_pattern),
                         prefer_name=bool(date_pattern), require_date=require_date,
                         roles_config=roles_config)
     return date
@@ -188,7 +213,7 @@ def check_pair(before: DateImagery, after: DateImagery) -> None:
 
 
 def _open_scenes(label, scenes, roles, *, date_override, nodata_override, cloud_masks, date_pattern,
-                 prefer_name=False, require_date=True, known_dates=None, roles_config=None) -> DateImagery:
+                 scene_masks=None, prefer_name=False, require_date=True, known_dates=None, roles_config=None) -> DateImagery:
     """Open every file once: readable, has a CRS and the bands; nodata and date per scene."""
     info: dict[str, dict] = {}
     for scene in scenes:
@@ -237,7 +262,8 @@ def _open_scenes(label, scenes, roles, *, date_override, nodata_override, cloud_
         date = known[len(known) // 2]
     indexes = [int(s[2]) for s in scenes[0]] if multi else [1] * len(roles)
     return DateImagery(label=label, files=files, roles=tuple(roles), indexes=tuple(indexes), date=date,
-                       nodata=nodatas, crs=crss, cloud_masks=list(cloud_masks), sources=sources)
+                       nodata=nodatas, crs=crss, cloud_masks=list(cloud_masks), sources=sources,
+                       scene_masks=dict(scene_masks or {}))
 
 
 def _nodata(own: float | None, files: float | None, override: float) -> float | None:

@@ -4,8 +4,9 @@ Each scene is warped on the fly (``WarpedVRT``) onto the grid, so both dates lan
 pixels whatever their own CRS: bilinear (configurable) for reflectance, nearest for masks. A file
 already on the grid (same CRS, pixel size and pixel corners) is read directly, with identical
 values and less work. Several scenes of one date are mosaicked: the first valid pixel wins, in
-sorted scene order. Only scenes whose footprint meets the window are opened; a failed read
-raises :class:`~tiles.errors.TileError` naming the file and the window.
+sorted scene order; a scene's own cloud masks take its clouded pixels out first, so a later scene
+fills them (:mod:`tiles.scenemasks`). Only scenes whose footprint meets the window are opened; a
+failed read raises :class:`~tiles.errors.TileError` naming the file and the window.
 
 Thread use: the footprint tests (:func:`pair_scenes`, :func:`has_common_data`) use GEOS prepared
 geometries, which are not thread-safe; the reads themselves are rasterio and NumPy only, and
@@ -46,9 +47,11 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
     """Read one date's bands over ``window`` of ``grid``.
 
     Returns ``(data, valid)``: float32 ``(nroles, h, w)`` in the files' units and a bool ``(h, w)``
-    mask of pixels with data. ``decimate`` > 1 samples every n-th pixel of the grid (nearest),
+    mask of pixels with data and not under a cloud mask of their scene (the date's own cloud masks
+    are :func:`read_clear`'s). ``decimate`` > 1 samples every n-th pixel of the grid (nearest),
     which is how the scene-wide fit sees the whole date at a bounded cost. When ``scene_valid``
-    is a dict, each scene read stores its own valid mask there under ``(date.label, scene)``.
+    is a dict, each scene read stores its own valid mask there under ``(date.label, scene)``: where
+    it has data, clouds or not (what its footprint outlines).
     ``scenes``: indexes into ``date.files`` of the scenes to read, in mosaic order (default: those
     whose footprint meets the window); given, no footprint is consulted. ``native``: when the
     window comes from one file already on the grid, in 8- or 16-bit integers, return them as
@@ -95,6 +98,9 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
             ok = good if ok is None else np.logical_and(ok, good, out=ok)
         if scene_valid is not None:
             scene_valid[(date.label, scene)] = ok.copy()
+        own = date.scene_masks.get(scene)
+        if own and ok.any():
+            ok &= ~read_cloud(own, grid, window, decimate=decimate)
         if first:                                   # take the scene's array as it is
             data, valid, first = bands, ok, False
             if not ok.all():

@@ -64,10 +64,11 @@ BANDS = ("blue", "green", "red", "nir")
 MIN_SIZE = 400      # px: below this the landscape (hill, counties, coast) does not fit
 BLOCK = 256         # px, GeoTIFF tile size
 RUN_NAME = "北海示范区 2026 年第三季度卫片"
+REVISIT_DAYS = 4    # days between the scenes of the reference date (a GF-1/GF-2 revisit)
 
 
 def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int = 1024,
-              seed: int = 20260930, quarter: str = "2026Q3") -> dict:
+              seed: int = 20260930, quarter: str = "2026Q3", reference_scenes: int = 1) -> dict:
     """Generate the demo region under ``out_dir`` (deterministic for a given seed).
 
     Parameters
@@ -84,12 +85,18 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     quarter : str
         After quarter, e.g. ``"2026Q3"``; the before date lies in the previous quarter, the
         reference date in the same quarter a year earlier.
+    reference_scenes : int
+        Scenes of the reference date (1 or more). Each further one is taken
+        :data:`REVISIT_DAYS` days after the one before, of the same land and season under its
+        own clouds, radiometry and misregistration, and ``demo.toml`` then gives each scene its
+        own cloud mask (``{scene}``), so the mosaic fills one scene's clouds from the next.
 
     Returns
     -------
     dict
         ``Path`` of each file written: ``before``, ``after``, ``cloud_after``, ``reference``,
-        ``cloud_reference`` (imagery; the reference is the same season a year earlier),
+        ``cloud_reference`` (imagery; the reference is the same season a year earlier; further
+        reference scenes as ``reference_2``, ``cloud_reference_2``, ...),
         ``counties``, ``dltb``, ``yjjbnt``, ``sthx``, ``zrbhd``, ``pzyd`` (layers),
         ``truth`` (truth.gpkg, layers ``truth`` and ``seasonal``) and ``config`` (demo.toml).
 
@@ -104,6 +111,8 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
             raise ConfigError(f"demo {key}={value!r}: give an integer number of pixels >= {MIN_SIZE}")
     if not isinstance(tile_size, (int, np.integer)) or tile_size < 64:
         raise ConfigError(f"demo tile_size={tile_size!r}: give an integer number of pixels >= 64")
+    if not isinstance(reference_scenes, (int, np.integer)) or reference_scenes < 1:
+        raise ConfigError(f"demo reference_scenes={reference_scenes!r}: give 1 or more scenes")
     q, prev, d_before, d_after = quarter_dates(quarter)
     q_ref, d_ref = reference_dates(quarter)
     out = Path(out_dir)
@@ -115,6 +124,8 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
              "reference")
     rng = dict(zip(names, (np.random.default_rng(s)
                            for s in np.random.SeedSequence(seed).spawn(len(names)))))
+    # further reference scenes draw from children of their own, so the first stays the same
+    extra = np.random.SeedSequence([seed, 2]).spawn(4 * (reference_scenes - 1))
 
     land = build_landscape(scene, rng["land"], year=q.year)
     truth, parts = place_changes(land, rng["changes"])
@@ -134,13 +145,11 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
     hill = (land.hill_center, land.hill_radius, land.hill_height)
     nodata = rasterize([(land.nodata, 1)], out_shape=shape, transform=scene.transform, fill=0,
                        dtype="uint8") > 0
-    stamp_b, stamp_a, stamp_r = (d.strftime("%Y%m%d") for d in (d_before, d_after, d_ref))
+    stamp_b, stamp_a = (d.strftime("%Y%m%d") for d in (d_before, d_after))
     paths = {
         "before": out / "imagery" / str(prev) / f"GF2_{stamp_b}_MS.tif",
         "after": out / "imagery" / str(q) / f"GF2_{stamp_a}_MS.tif",
         "cloud_after": out / "imagery" / str(q) / f"GF2_{stamp_a}_cloud.tif",
-        "reference": out / "imagery" / str(q_ref) / f"GF2_{stamp_r}_MS.tif",
-        "cloud_reference": out / "imagery" / str(q_ref) / f"GF2_{stamp_r}_cloud.tif",
     }
     image = render_before(scene, ids_before, table, tex_f, tex_b,
                           terrain_factor(scene, *hill, SUN_BEFORE), nodata, rng["before"])
@@ -156,23 +165,35 @@ def make_demo(out_dir, *, width: int = 3000, height: int = 3000, tile_size: int 
                  nodata=None, sun=SUN_AFTER)
     after_cloud = float(clouds.mask.mean())
     # The reference: land use of the before date (ids_before), season of the after date.
-    clouds = make_clouds(scene, np.zeros(shape, bool), rng["ref_clouds"],
-                         sun_elevation=SUN_REFERENCE[0], sun_azimuth=SUN_REFERENCE[1])
-    image = render_after(scene, ids_before, table, tex_f, tex_b,
-                         terrain_factor(scene, *hill, SUN_REFERENCE), clouds,
-                         Radiometry.draw(rng["ref_radiometry"]), misregistration(rng["ref_geometry"]),
-                         rng["reference"], date=REFERENCE)
-    _write_image(paths["reference"], image, scene, d_ref, BANDS, nodata=0, sun=SUN_REFERENCE)
-    del image, ids_before
-    _write_image(paths["cloud_reference"], clouds.mask[None], scene, d_ref, ("cloud_or_shadow",),
-                 nodata=None, sun=SUN_REFERENCE)
+    ref_cloud = []
+    for k in range(reference_scenes):
+        streams = ([rng[n] for n in ("ref_clouds", "ref_radiometry", "ref_geometry", "reference")]
+                   if k == 0 else [np.random.default_rng(c) for c in extra[4 * k - 4:4 * k]])
+        day = d_ref + _dt.timedelta(days=REVISIT_DAYS * k)
+        suffix = "" if k == 0 else f"_{k + 1}"
+        ref_path = out / "imagery" / str(q_ref) / f"GF2_{day.strftime('%Y%m%d')}_MS.tif"
+        paths["reference" + suffix] = ref_path
+        paths["cloud_reference" + suffix] = ref_path.with_name(ref_path.name[:-6] + "cloud.tif")
+        clouds = make_clouds(scene, np.zeros(shape, bool), streams[0],
+                             sun_elevation=SUN_REFERENCE[0], sun_azimuth=SUN_REFERENCE[1])
+        image = render_after(scene, ids_before, table, tex_f, tex_b,
+                             terrain_factor(scene, *hill, SUN_REFERENCE), clouds,
+                             Radiometry.draw(streams[1]), misregistration(streams[2]),
+                             streams[3], date=REFERENCE)
+        _write_image(ref_path, image, scene, day, BANDS, nodata=0, sun=SUN_REFERENCE)
+        del image
+        _write_image(paths["cloud_reference" + suffix], clouds.mask[None], scene, day,
+                     ("cloud_or_shadow",), nodata=None, sun=SUN_REFERENCE)
+        ref_cloud.append(clouds.mask)
+    del ids_before
     paths.update(write_layers(land, out, rng["layers"]))
     paths["truth"] = out / "truth.gpkg"
     write_truth(truth, _seasonal(land, stories, stages), paths["truth"])
     paths["config"] = out / "demo.toml"
-    write_text(paths["config"], demo_toml(tile_size))
-    log.info("demo: %d true changes, %.1f %% cloud mask (reference %.1f %%), written to %s",
-             len(truth), 100 * after_cloud, 100 * clouds.mask.mean(), out)
+    write_text(paths["config"], demo_toml(tile_size, reference_scenes))
+    log.info("demo: %d true changes, %.1f %% cloud mask (reference %.1f %%, %.1f %% in all its "
+             "scenes), written to %s", len(truth), 100 * after_cloud, 100 * ref_cloud[0].mean(),
+             100 * np.logical_and.reduce(ref_cloud).mean(), out)
     return paths
 
 
@@ -232,15 +253,19 @@ def _toml(value) -> str:
     raise TypeError(f"no TOML literal for {type(value).__name__}")
 
 
-def demo_config(tile_size: int) -> dict:
-    """The demo's run configuration as nested dicts (paths relative to ``demo.toml``)."""
+def demo_config(tile_size: int, reference_scenes: int = 1) -> dict:
+    """The demo's run configuration as nested dicts (paths relative to ``demo.toml``).
+
+    With several reference scenes, each has its own cloud mask, named by ``{scene}``.
+    """
+    ref = "{scene}" if reference_scenes > 1 else "*"
     return {
         "run": {"name": RUN_NAME, "workdir": "runs", "crs": CRS_PROC, "resolution": 2.0,
                 "tile_size": int(tile_size), "workers": 2},
         "imagery": {"before": "imagery/{prev_quarter}/*_MS.tif", "after": "imagery/{quarter}/*_MS.tif",
                     "bands": list(BANDS), "cloud_mask_after": "imagery/{quarter}/*_cloud.tif",
-                    "reference": "imagery/{last_year_quarter}/*_MS.tif",
-                    "cloud_mask_reference": "imagery/{last_year_quarter}/*_cloud.tif"},
+                    "reference": f"imagery/{{last_year_quarter}}/{ref}_MS.tif",
+                    "cloud_mask_reference": f"imagery/{{last_year_quarter}}/{ref}_cloud.tif"},
         "detect": {"min_area_m2": 200, "significance": 0.01},
         "layers.counties": {"path": "layers/counties.gpkg", "layer": "XZQ", "code_field": "XZQDM",
                             "name_field": "XZQMC"},
@@ -256,10 +281,10 @@ def demo_config(tile_size: int) -> dict:
     }
 
 
-def demo_toml(tile_size: int) -> str:
+def demo_toml(tile_size: int, reference_scenes: int = 1) -> str:
     """``demo.toml`` text: :func:`demo_config` hand-formatted as TOML (no TOML writer needed)."""
     lines = ["# Tianyan demo region (synthetic, near Beihai): written by `tianyan demo`.",
              "# Paths are relative to this file. Ground truth: truth.gpkg (layers truth, seasonal)."]
-    for table, keys in demo_config(tile_size).items():
+    for table, keys in demo_config(tile_size, reference_scenes).items():
         lines += ["", f"[{table}]"] + [f"{k} = {_toml(v)}" for k, v in keys.items()]
     return "\n".join(lines) + "\n"
