@@ -46,6 +46,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cloud_mask_before": "",
         "cloud_mask_after": "",
         "cloud_mask_reference": "",
+        "cloud_mask_values": [],  # mask values that mean cloud/shadow; empty: any value > 0
+        "cloud_mask_bits": [],    # or bit numbers of a QA band, e.g. Landsat QA_PIXEL [1, 3, 4]
         "before_date": "",
         "after_date": "",
         "reference_date": "",
@@ -127,6 +129,22 @@ class Config:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _check_cloud_rule(imagery: dict, path) -> None:
+    """cloud_mask_values: integers; cloud_mask_bits: bit numbers 0..31; not both."""
+    values, bits = imagery["cloud_mask_values"], imagery["cloud_mask_bits"]
+    for key, items, top in (("cloud_mask_values", values, None), ("cloud_mask_bits", bits, 31)):
+        bad = [v for v in items if not isinstance(v, int) or isinstance(v, bool) or v < 0
+               or (top is not None and v > top)]
+        if bad:
+            want = "bit numbers 0..31" if top else "mask values (integers >= 0)"
+            raise ConfigError(f"{path}: [imagery].{key} has {bad[0]!r}: give {want}, e.g. "
+                              + ("[1, 3, 4] (Landsat QA_PIXEL dilated cloud, cloud, shadow)" if top
+                                 else "[3, 8, 9, 10] (Sentinel-2 SCL shadow, clouds, cirrus)"))
+    if values and bits:
+        raise ConfigError(f"{path}: [imagery].cloud_mask_values and cloud_mask_bits are both set: "
+                          f"give one (values for a class raster such as SCL, bits for a QA band)")
+
+
 def load_config(path: str | os.PathLike) -> Config:
     """Read and check a TOML configuration; raise ConfigError naming the file and key at fault."""
     path = Path(path).expanduser().resolve()
@@ -175,6 +193,7 @@ def config_from_dict(raw: dict, path: Path) -> Config:
                 "cloud_mask_reference"):
         if imagery[key]:
             imagery[key] = str(base / imagery[key])
+    _check_cloud_rule(imagery, path)
     bad = [b for b in imagery["bands"] if b not in BAND_ROLES]
     if bad:
         raise ConfigError(f"{path}: [imagery].bands has unknown role {bad[0]!r} "

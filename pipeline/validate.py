@@ -11,6 +11,7 @@ from pathlib import Path
 import pyogrio
 from pyproj import CRS
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 
 from overlay.layers import layer_info
 from pipeline.config import Config
@@ -18,9 +19,11 @@ from pipeline.quarter import Quarter
 from tiles.errors import TianyanError
 from tiles.grid import footprint, make_grid
 from tiles.imagery import check_pair, open_config_date
+from tiles.reader import date_clouds
 
 FREE_DISK_MB = 2048
 MIN_OVERLAP_SHARE = 0.5   # below this share of the after date covered by both dates: a warning
+MAX_CLOUD_SHARE = 0.8     # above this share of the grid under a date's cloud masks: a warning
 
 
 def _check_scene_masks(label: str, date) -> tuple[str, str, str]:
@@ -56,6 +59,9 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
             out.append(("OK", "grid", f"{grid.width} x {grid.height} px at {grid.res} m in {grid.crs}"))
             out.append(_check_overlap(dates["after"].image_files(), grid))
             out.extend(_check_dates(dates["before"].date, dates["after"].date, quarter))
+            for d in dates.values():
+                if d.cloud_masks or d.scene_masks:
+                    out.append(_check_cloud_share(d, grid))
             if "reference" in dates:
                 check_pair(dates["reference"], dates["after"])
                 out.extend(_check_reference_date(dates["reference"].date, dates["before"].date,
@@ -105,6 +111,27 @@ def _check_overlap(after_files: list[str], grid) -> tuple[str, str, str]:
     return (level, "overlap", f"the before date covers {share:.0%} of the after date's extent"
                               + ("" if level == "OK" else " (most of the after date cannot be compared; "
                                  "check [imagery].before)"))
+
+
+def _check_cloud_share(date, grid) -> tuple[str, str, str]:
+    """Share of the grid the date's cloud masks mark, on every n-th pixel (about 512 per side).
+
+    Over MAX_CLOUD_SHARE is a warning: an overcast date, or a class raster (e.g. Sentinel-2 SCL,
+    where every class is above 0) read without [imagery].cloud_mask_values.
+    """
+    step = max(1, max(grid.width, grid.height) // 512)
+    full = Window(0, 0, grid.width, grid.height)
+    masks = date.cloud_masks + [m for ms in date.scene_masks.values() for m in ms]
+    try:
+        share = float(date_clouds(date, masks, grid, full, decimate=step).mean())
+    except TianyanError as exc:
+        return ("ERROR", f"imagery.cloud_mask_{date.label}", str(exc))
+    what = f"imagery.cloud_mask_{date.label}"
+    if share <= MAX_CLOUD_SHARE:
+        return ("OK", what, f"{share:.0%} of the grid masked as cloud or shadow")
+    return ("WARN", what, f"{share:.0%} of the grid masked as cloud or shadow: an overcast date, "
+                          f"or a class or QA raster read as 'any value above 0' (set "
+                          f"[imagery].cloud_mask_values or cloud_mask_bits)")
 
 
 def _check_dates(before: str, after: str, quarter: Quarter) -> list[tuple[str, str, str]]:

@@ -7,6 +7,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -85,8 +86,8 @@ def test_scene_cloud_masks_are_counted_and_a_stray_mask_blocks(demo, tmp_path):
                                    'after = "imagery/{quarter}/{scene}_MS.tif"',
                                    'cloud_mask_after = "imagery/{quarter}/*_cloud.tif"':
                                    'cloud_mask_after = "imagery/{quarter}/{scene}_cloud.tif"'})
-    assert findings(own)["imagery.cloud_mask_after"] == [
-        ("OK", "every scene (1) has its own cloud mask")]
+    assert findings(own)["imagery.cloud_mask_after"][0] == (
+        "OK", "every scene (1) has its own cloud mask")
     # two scenes, one mask: a warning naming the bare scene; a mask of no scene: blocking
     d = tmp_path / "two" / "2026Q3"
     d.mkdir(parents=True)
@@ -97,7 +98,7 @@ def test_scene_cloud_masks_are_counted_and_a_stray_mask_blocks(demo, tmp_path):
                                    f'after = "{tmp_path}/two/{{quarter}}/{{scene}}_MS.tif"',
                                    'cloud_mask_after = "imagery/{quarter}/*_cloud.tif"':
                                    f'cloud_mask_after = "{tmp_path}/two/{{quarter}}/{{scene}}_cloud.tif"'})
-    (level, message), = findings(two)["imagery.cloud_mask_after"]
+    level, message = findings(two)["imagery.cloud_mask_after"][0]
     assert level == "WARN" and message.startswith("1 of 2 scenes have no cloud mask of their own")
     assert message.split("e.g. ")[1].startswith(str(d / "s2_MS.tif"))
     shutil.copy(cloud, d / "s3_cloud.tif")
@@ -106,6 +107,30 @@ def test_scene_cloud_masks_are_counted_and_a_stray_mask_blocks(demo, tmp_path):
                                                    "names scene 's3'")
     result = CliRunner().invoke(main, ["validate", "--config", str(two), "--quarter", "2026Q3"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_the_share_under_cloud_is_printed_and_a_class_raster_without_values_warns(demo, tmp_path):
+    f = findings(variant(demo, tmp_path))
+    with rasterio.open(next((demo / "imagery" / "2026Q3").glob("*_cloud.tif"))) as src:
+        share = (src.read(1) > 0).mean()       # the demo's mask covers the grid exactly
+    (level, message), = f["imagery.cloud_mask_after"]
+    assert level == "OK" and message == f"{share:.0%} of the grid masked as cloud or shadow"
+    # an SCL-like class raster (4 = vegetation, 9 = cloud) read as 'any value above 0'
+    cloud = next((demo / "imagery" / "2026Q3").glob("*_cloud.tif"))
+    scl = tmp_path / "scl.tif"
+    with rasterio.open(cloud) as src:
+        profile = dict(src.profile, nodata=0)
+        classes = np.where(src.read(1) > 0, 9, 4).astype(src.dtypes[0])
+    with rasterio.open(scl, "w", **profile) as dst:
+        dst.write(classes, 1)
+    key = 'cloud_mask_after = "imagery/{quarter}/*_cloud.tif"'
+    (level, message), = findings(variant(demo, tmp_path, {key: f'cloud_mask_after = "{scl}"'}))[
+        "imagery.cloud_mask_after"]
+    assert level == "WARN" and message.startswith("100% of the grid masked")
+    assert "cloud_mask_values" in message
+    fixed = variant(demo, tmp_path, {key: f'cloud_mask_after = "{scl}"\ncloud_mask_values = [9]'})
+    assert findings(fixed)["imagery.cloud_mask_after"] == [("OK", message.split(":")[0].replace(
+        "100%", f"{share:.0%}"))]
 
 
 def test_dates_outside_the_quarter_warn_and_reversed_dates_block(demo, tmp_path):

@@ -1,5 +1,6 @@
 """Cloud masks of one scene ({scene} in [imagery].cloud_mask_<date>): the mosaic fills a scene's
-clouds from the next scene, where a mask of the whole date loses them."""
+clouds from the next scene, where a mask of the whole date loses them. And what a mask value
+means: classes (cloud_mask_values) or QA bits (cloud_mask_bits)."""
 import json
 import logging
 
@@ -10,9 +11,10 @@ from rasterio.windows import Window
 
 from tests.test_tiles import write_raster
 from tests.test_tiles_inputs import KW, S2_BANDS, s2_scene
+from pipeline.config import load_config
 from tiles.errors import ConfigError, InputFileError
 from tiles.grid import Grid
-from tiles.imagery import DateImagery, open_date
+from tiles.imagery import DateImagery, open_config_date, open_date
 from tiles.reader import read_clear, read_pair
 from tiles.sample import sample_pair
 
@@ -158,3 +160,47 @@ def test_masks_that_name_no_scene_or_twice_the_same_are_refused(tmp_path, caplog
         date = open_after(tmp_path, "img/{scene}_MS.tif", "img/{scene}_cloud.tif")
     assert list(date.scene_masks) == [date.files[0]]
     assert "no cloud mask of the after date names scene 'a2'" in caplog.text
+
+
+# ---------------------------------------------------------------- what a mask value means
+def test_class_rasters_and_qa_bits(tmp_path):
+    """Sentinel-2 SCL classes by value, Landsat QA_PIXEL by bit; 0 / 1 are the masks' nodata."""
+    write_raster(tmp_path / "a.tif", np.full((2, 20, 20), 100, "uint16"), "EPSG:4545", T)
+    scl = np.full((20, 20), 4, "uint8")            # 4 vegetation
+    scl[0, :4] = [3, 8, 9, 10]                     # shadow, cloud medium / high, cirrus
+    scl[1, :3] = [0, 5, 6]                         # nodata, bare soil, water
+    write_raster(tmp_path / "scl" / "a_SCL.tif", scl, "EPSG:4545", T, nodata=0)
+    qa = np.full((20, 20), 21824, "uint16")        # 0x5540: clear land (bits 6, 8, 10, 12, 14)
+    qa[0, :5] = [2, 4, 8, 16, 1]                   # bit 1 dilated, 2 cirrus, 3 cloud, 4 shadow, fill
+    write_raster(tmp_path / "qa" / "a_QA.tif", qa, "EPSG:4545", T, nodata=1)
+    imagery = {"after": str(tmp_path / "a.tif"), "bands": ["red", "nir"], "after_date": "2026-08-01"}
+
+    def clouds(masks, **rule):
+        date = open_config_date("after", dict(imagery, cloud_mask_after=str(masks), **rule), **KW)
+        return ~read_clear(date, GRID, ALL)[1]
+
+    want = np.zeros((20, 20), bool)
+    want[0, :4] = [True, True, True, False]
+    assert (clouds(tmp_path / "scl" / "*.tif", cloud_mask_values=[3, 8, 9]) == want).all()
+    want[0, 3] = True
+    assert (clouds(tmp_path / "scl" / "*.tif", cloud_mask_values=[3, 8, 9, 10]) == want).all()
+    # without a rule every class above 0 is 'cloud': the whole scene but the nodata pixel
+    assert clouds(tmp_path / "scl" / "*.tif").sum() == 400 - 1
+    want = np.zeros((20, 20), bool)
+    want[0, :4] = [True, False, True, True]
+    assert (clouds(tmp_path / "qa" / "*.tif", cloud_mask_bits=[1, 3, 4]) == want).all()
+    want[0, 1] = True
+    assert (clouds(tmp_path / "qa" / "{scene}_QA.tif", cloud_mask_bits=[1, 2, 3, 4]) == want).all()
+
+
+@pytest.mark.parametrize("rule, message", [
+    ('cloud_mask_values = ["8"]', r"cloud_mask_values has '8': give mask values \(integers >= 0\)"),
+    ("cloud_mask_bits = [40]", r"cloud_mask_bits has 40: give bit numbers 0..31"),
+    ("cloud_mask_values = [8]\ncloud_mask_bits = [3]", "are both set: give one"),
+])
+def test_bad_cloud_rules_are_named(tmp_path, rule, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[imagery]\nbefore = "b.tif"\nafter = "a.tif"\n{rule}\n\n'
+                   f'[layers.counties]\npath = "c.gpkg"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(cfg)

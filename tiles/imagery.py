@@ -41,7 +41,8 @@ class DateImagery:
     live in several files; ``footprints`` maps a scene to the WKT polygon (processing-grid CRS)
     outside which it has no valid data, once the plan has measured it. ``cloud_masks`` mask the
     whole date after the mosaic; ``scene_masks`` maps a scene to the masks of that scene alone
-    (see :mod:`tiles.scenemasks`).
+    (see :mod:`tiles.scenemasks`). A mask pixel is cloud when its value is one of
+    ``mask_values``, has one of ``mask_bits`` set, or (neither given) is above 0.
     """
 
     label: str                      # "before" / "after"
@@ -55,6 +56,8 @@ class DateImagery:
     sources: dict[str, list[list]] = field(default_factory=dict)
     footprints: dict[str, str] = field(default_factory=dict)
     scene_masks: dict[str, list[str]] = field(default_factory=dict)
+    mask_values: list[int] = field(default_factory=list)
+    mask_bits: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -122,12 +125,15 @@ def last_year_quarter(quarter: str) -> str:
 
 def open_config_date(label: str, imagery: dict, *, quarter: str, prev_quarter: str) -> DateImagery:
     """Resolve the ``before``, ``after`` or ``reference`` date of an ``[imagery]`` table."""
-    return open_date(label, imagery[label], imagery["bands"], quarter=quarter, prev_quarter=prev_quarter,
+    date = open_date(label, imagery[label], imagery["bands"], quarter=quarter, prev_quarter=prev_quarter,
                      date_override=imagery.get(f"{label}_date", ""),
                      nodata_override=imagery.get("nodata", -1),
                      cloud_pattern=imagery.get(f"cloud_mask_{label}", ""),
                      band_files=imagery.get("band_files") or {},
                      date_pattern=imagery.get("date_pattern", ""))
+    date.mask_values = list(imagery.get("cloud_mask_values") or [])
+    date.mask_bits = list(imagery.get("cloud_mask_bits") or [])
+    return date
 
 
 def open_date(label: str, pattern: str, roles_config: list[str], *, quarter: str, prev_quarter: str,

@@ -100,7 +100,7 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
             scene_valid[(date.label, scene)] = ok.copy()
         own = date.scene_masks.get(scene)
         if own and ok.any():
-            ok &= ~read_cloud(own, grid, window, decimate=decimate)
+            ok &= ~date_clouds(date, own, grid, window, decimate=decimate)
         if first:                                   # take the scene's array as it is
             data, valid, first = bands, ok, False
             if not ok.all():
@@ -198,24 +198,43 @@ def _read_direct(src, grid: Grid, win: Window, indexes: list[int], nodata, decim
     return values, good
 
 
-def read_cloud(mask_files: list[str], grid: Grid, window: Window, *, decimate: int = 1) -> np.ndarray:
-    """Bool ``(h, w)``: True where any cloud/shadow mask marks the pixel (value > 0, not nodata)."""
+def read_cloud(mask_files: list[str], grid: Grid, window: Window, *, decimate: int = 1,
+               values: list[int] | tuple = (), bits: list[int] | tuple = ()) -> np.ndarray:
+    """Bool ``(h, w)``: True where any cloud/shadow mask marks the pixel and is not nodata.
+
+    A pixel is marked when its value is one of ``values`` (a class raster such as Sentinel-2
+    SCL), has one of the bit numbers ``bits`` set (a QA band such as Landsat QA_PIXEL), or,
+    with neither, is above 0.
+    """
     transform, shape, win = grid_view(grid, window, decimate)
     cloud = np.zeros((int(win.height), int(win.width)), dtype=bool)
+    bit_mask = sum(1 << b for b in bits)
     for path in mask_files:
         try:
             with rasterio.open(path) as src, _vrt(src, grid, Resampling.nearest, src.nodata,
                                                   transform, shape) as vrt:
-                values = vrt.read(1, window=win)
-                hit = values > 0
+                band = vrt.read(1, window=win)
+                if bit_mask:
+                    hit = (band.astype(np.int64) & bit_mask) != 0
+                elif len(values):
+                    hit = np.isin(band, values)
+                else:
+                    hit = band > 0
                 if src.nodata is not None:
-                    hit &= values != src.nodata
+                    hit &= band != src.nodata
                 cloud |= hit
         except RasterioError as exc:
             cause = exc.__cause__ or exc
             raise TileError(f"{path}: cloud mask read failed in window {describe(window)} of the grid: "
                             f"{cause}") from None
     return cloud
+
+
+def date_clouds(date: DateImagery, masks: list[str], grid: Grid, window: Window, *,
+                decimate: int = 1) -> np.ndarray:
+    """:func:`read_cloud` of some of ``date``'s masks, by the date's cloud rule."""
+    return read_cloud(masks, grid, window, decimate=decimate, values=date.mask_values,
+                      bits=date.mask_bits)
 
 
 def read_clear(date: DateImagery, grid: Grid, window: Window, *, resampling: str = "bilinear",
@@ -225,7 +244,7 @@ def read_clear(date: DateImagery, grid: Grid, window: Window, *, resampling: str
     data, valid = read_date(date, grid, window, resampling=resampling, decimate=decimate,
                             scene_valid=scene_valid, scenes=scenes, native=native)
     if date.cloud_masks and valid.any():
-        valid &= ~read_cloud(date.cloud_masks, grid, window, decimate=decimate)
+        valid &= ~date_clouds(date, date.cloud_masks, grid, window, decimate=decimate)
     return data, valid
 
 

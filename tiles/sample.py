@@ -19,7 +19,7 @@ from tiles.errors import TileError
 from tiles.footprint import grow, mask_polygon, outline
 from tiles.grid import Grid
 from tiles.imagery import DateImagery
-from tiles.reader import grid_view, describe, read_cloud, read_date
+from tiles.reader import date_clouds, describe, grid_view, read_date
 
 log = logging.getLogger("tianyan")
 
@@ -94,16 +94,18 @@ def sample_pair(before: DateImagery, after: DateImagery, grid: Grid, decimate: i
                     ca, va = read_date(after, grid, full, resampling=resampling, decimate=decimate,
                                        scene_valid=seen)
                     cv = vb & va
-                    for masks in (before.cloud_masks, after.cloud_masks):
-                        if masks and cv.any():
-                            cv &= ~read_cloud(masks, grid, full, decimate=decimate)
+                    for date in (before, after):
+                        if date.cloud_masks and cv.any():
+                            cv &= ~date_clouds(date, date.cloud_masks, grid, full,
+                                               decimate=decimate)
                     if reference is not None:
                         cr, vr = read_date(reference, grid, full, resampling=resampling,
                                            decimate=decimate, scene_valid=seen)
                         vr &= va
-                        for masks in (after.cloud_masks, reference.cloud_masks):
-                            if masks and vr.any():
-                                vr &= ~read_cloud(masks, grid, full, decimate=decimate)
+                        for date in (after, reference):
+                            if date.cloud_masks and vr.any():
+                                vr &= ~date_clouds(date, date.cloud_masks, grid, full,
+                                                   decimate=decimate)
                 except TileError as exc:
                     failed.append(str(exc))
                     log.warning("sample: %s (window %s left out of the fit)", exc, describe(full))
