@@ -499,7 +499,8 @@ def mad_chi2(x, y, idx, valid, mean_x, mean_y, a, b, inv_sigma):
 
 @serial
 def _mad_row(x, y, r, ip, mx, my, ca, cb, m):
-    """The P_MAX (padded) MAD variates of row ``r`` into m (P_MAX, w); SIMD along the row.
+    """The first m.shape[0] of the P_MAX (padded) MAD variates of row ``r`` into m (p, w);
+    SIMD along the row.
 
     The ten row views are spelled out here as in :func:`_z_row` on purpose: an inlined helper
     returning them as a tuple measured 5-7 % slower in mad_chi2 (11.5 -> 12.2 ms per 2048² pair).
@@ -514,7 +515,7 @@ def _mad_row(x, y, r, ip, mx, my, ca, cb, m):
     y2 = y[ip[2], r]
     y3 = y[ip[3], r]
     y4 = y[ip[4], r]
-    for i in range(P_MAX):
+    for i in range(m.shape[0]):
         a0, a1, a2, a3, a4 = ca[0, i], ca[1, i], ca[2, i], ca[3, i], ca[4, i]
         b0, b1, b2, b3, b4 = cb[0, i], cb[1, i], cb[2, i], cb[3, i], cb[4, i]
         mi = m[i]
@@ -525,33 +526,61 @@ def _mad_row(x, y, r, ip, mx, my, ca, cb, m):
                      - (y3[c] - my[3]) * b3 - (y4[c] - my[4]) * b4)
 
 
+SAMPLE = 16384  # pixels on the grid of :func:`_variate_sample`
+MARGIN = 4.0  # half-width of a bracket, in standard deviations of the sample median's rank
+SHIFT = 0.25  # slack of the deviations' cuts, in widths of the median's bracket
+UNBOUNDED = np.array([-np.inf, -np.inf, -np.inf, np.inf, np.inf, np.inf])  # cuts: keep all
+
+
 @serial
-def _variate_rows(x, y, valid, ip, mx, my, ca, cb, r0, r1, out):
-    m = np.empty((P_MAX, valid.shape[1]))
-    for r in range(r0, r1):
-        _mad_row(x, y, r, ip, mx, my, ca, cb, m)
-        vr = valid[r]
-        for i in range(out.shape[0]):
-            mi = m[i]
-            oi = out[i, r]
-            for c in range(mi.size):
-                oi[c] = mi[c] if vr[c] else np.nan
+def _usable_row(valid, r, m, ok):
+    """ok[c] = pixel c of row ``r`` is valid and its variates m (p, w) are all finite."""
+    vr = valid[r]
+    for c in range(ok.size):
+        ok[c] = vr[c]
+    for i in range(m.shape[0]):
+        mi = m[i]
+        for c in range(ok.size):
+            ok[c] = ok[c] & (abs(mi[c]) < np.inf)
 
 
 @parallel
-def mad_variates(x, y, idx, valid, mean_x, mean_y, a, b):
-    """The MAD variates a_i.(x - mean_x) - b_i.(y - mean_y) of every pixel.
+def _variate_sample(x, y, valid, p, ip, mx, my, ca, cb, step):
+    """Every ``step``-th usable pixel (from a staggered start) of every ``step``-th row: its
+    variates, (p, n) float64.
 
-    Returns (p, h, w) float64; NaN where not ``valid`` (a NaN band value gives NaN
-    in every variate; :func:`median_deviation` skips them).
+    Rows go through :func:`_window_rows`, keeping all, so that :func:`_mad_row` has one
+    caller: under fast-math, its copies compiled into different kernels may round
+    differently, and the first one loaded serves them all (measured: 1-ulp differences
+    that depended on which kernel ran first).
     """
-    p = idx.size
     h, wd = valid.shape
-    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, np.ones(p))
-    out = np.empty((p, h, wd))
-    nch = (h + CHUNK - 1) // CHUNK
-    for ch in prange(nch):
-        _variate_rows(x, y, valid, ip, mx, my, ca, cb, _first(ch), _stop(ch, h), out)
+    nr = (h + step - 1) // step
+    nc = (wd + step - 1) // step
+    keep_all = np.empty((p, 6))
+    for i in range(p):
+        keep_all[i] = UNBOUNDED
+    grid = np.empty((p, nr, nc))
+    taken = np.zeros(nr, dtype=np.int64)
+    for k in prange(nr):
+        r = np.int64(k) * step
+        row = np.empty((p, wd))
+        counts = np.zeros((3, p), dtype=np.int64)
+        _window_rows(x, y, valid, p, ip, mx, my, ca, cb, keep_all, r, r + 1, row, np.int64(0),
+                     counts)
+        t = 0
+        for j in range((np.int64(k) * 3) % step, counts[2, 0], step):
+            for i in range(p):
+                grid[i, k, t] = row[i, j]
+            t += 1
+        taken[k] = t
+    out = np.empty((p, taken.sum()))
+    t = 0
+    for k in range(nr):
+        for j in range(taken[k]):
+            for i in range(p):
+                out[i, t] = grid[i, k, j]
+            t += 1
     return out
 
 
@@ -562,7 +591,8 @@ def _two_smallest(v, k1, k2):
     Selection by histogram instead of a full partition: count the values in
     4096 equal-width bins of their range (bin order is value order), keep only
     the bins holding ranks k1..k2 and repeat on those until few values are left
-    (heavy tails just take another round), then sort them.
+    (heavy tails just take another round), then sort them; sort at once the values
+    whose range is too narrow (subnormal) or too wide (overflows) to bin.
     """
     nbin = 4096
     cur = v
@@ -578,6 +608,8 @@ def _two_smallest(v, k1, k2):
         if not hi > lo:
             return lo, lo
         scale = nbin / (hi - lo)
+        if not 0.0 < scale < np.inf:
+            break
         hist[:] = 0
         for i in range(n):
             hist[min(np.int64((cur[i] - lo) * scale), nbin - 1)] += 1
@@ -607,46 +639,203 @@ def _two_smallest(v, k1, k2):
 
 
 @serial
-def _median(v):
-    """np.median of the finite values v (mean of the two middle values for even n)."""
-    n = v.size
-    a, b = _two_smallest(v, (n - 1) // 2, n // 2)
-    return (a + b) / 2.0
+def _cuts(sample, centre):
+    """Cut points (p, 6) b0 <= .. <= b5 of each variate's values for :func:`_window`, from a
+    sample: [b2, b3] brackets the median; (b1, b2) and (b3, b4) hold values nearer to it
+    than their median absolute deviation, and values below b0 or above b5 are farther.
+
+    The bounds are the sample's order statistics MARGIN standard deviations either side of
+    its median rank, of the values and of their distances to centre[i] (the sample's median
+    where NaN), around which (b0, b1) and (b4, b5) are placed, SHIFT x (b3 - b2) wider for
+    a median that is not the centre. UNBOUNDED (keep every value) where the sample is too
+    small. Any cuts give exact results: :func:`_medians` checks them.
+    """
+    p, n = sample.shape
+    cut = np.empty((p, 6))
+    half = np.int64(MARGIN * 0.5 * math.sqrt(n)) + 1
+    j1 = (n - 1) // 2 - half
+    j2 = n // 2 + half
+    for i in range(p):
+        cut[i] = UNBOUNDED
+        if j1 < 0 or j2 >= n:
+            continue
+        si = sample[i]
+        lo, hi = _two_smallest(si, j1, j2)
+        mid = centre[i]
+        if mid != mid:
+            mid = _two_smallest(si, n // 2, n // 2)[0]
+        t = np.empty(n)
+        for j in range(n):
+            t[j] = abs(si[j] - mid)
+        near, far = _two_smallest(t, j1, j2)
+        slack = SHIFT * (hi - lo)
+        cut[i, 2] = lo
+        cut[i, 3] = hi
+        cut[i, 1] = min(mid - near + slack, lo)
+        cut[i, 0] = min(mid - far - slack, cut[i, 1])
+        cut[i, 4] = max(mid + near - slack, hi)
+        cut[i, 5] = max(mid + far + slack, cut[i, 4])
+    return cut
+
+
+@serial
+def _gather(t, keep, out):
+    """The t[c] where keep[c] into out, in order; returns their count. Branch-free: each value
+    is written, then kept or not (about 1 ns a value; a branch measured 5)."""
+    k = 0
+    for c in range(t.size):
+        out[k] = t[c]
+        k += keep[c]
+    return k
+
+
+@serial
+def _window_rows(x, y, valid, p, ip, mx, my, ca, cb, cut, r0, r1, out, base, counts):
+    """Rows r0..r1 of :func:`_window`: counts (3, p) added to, values gathered into out[i]
+    from index ``base`` on. Returns the block's count of usable pixels.
+    """
+    wd = valid.shape[1]
+    m = np.empty((p, wd))
+    ok = np.empty(wd, dtype=np.bool_)
+    keep = np.empty(wd, dtype=np.bool_)
+    usable = 0
+    for r in range(r0, r1):
+        _mad_row(x, y, r, ip, mx, my, ca, cb, m)
+        _usable_row(valid, r, m, ok)
+        for c in range(wd):
+            usable += ok[c]
+        for i in range(p):
+            mi = m[i]
+            b0, b1, b2, b3, b4, b5 = cut[i]
+            n_below = 0
+            n_inner = 0
+            for c in range(wd):
+                v = mi[c]
+                o = ok[c]
+                inner = ((b1 < v) & (v < b2)) | ((b3 < v) & (v < b4))
+                n_below += o & (v < b2)
+                n_inner += o & inner
+                keep[c] = o & (v >= b0) & (v <= b5) & ~inner
+            counts[0, i] += n_below
+            counts[1, i] += n_inner
+            counts[2, i] += _gather(mi, keep, out[i, base + counts[2, i]:])
+    return usable
 
 
 @parallel
-def median_deviation(m):
-    """Median and median absolute deviation from it of each row of m (p, n) float64.
+def _window(x, y, valid, p, ip, mx, my, ca, cb, cut):
+    """One pass over the usable pixels (valid, every variate finite): how many values of
+    variate i lie below cut[i, 2] and in (cut[i, 1], cut[i, 2]) or (cut[i, 3], cut[i, 4]),
+    and the values in [cut[i, 0], cut[i, 5]] outside those two intervals themselves.
 
-    Over the pixels whose values are finite in every row (the others, e.g. the
-    NaN of :func:`mad_variates`, are skipped). Equal to np.median(m, axis=1) and
-    np.median(|m - median|, axis=1) on those columns, by histogram selection,
-    one row per thread. Returns (median, mad), (p,) float64 each; NaN if none.
+    Each row block gathers into its own part of a (p, h * w) buffer, of which only the pages
+    written are touched. Returns (usable, counts (3, p) int64: the two counts and the
+    number gathered, values (p, h * w) float64: row i's first counts[2, i], in pixel order).
     """
-    p, n = m.shape
-    keep = np.ones(n, dtype=np.bool_)
-    for i in range(p):
-        row = m[i]
-        for j in range(n):
-            keep[j] = keep[j] & (abs(row[j]) < np.inf)
-    k = keep.sum()
+    h, wd = valid.shape
+    nch = (h + CHUNK - 1) // CHUNK
+    out = np.empty((p, h * wd))
+    counts = np.zeros((nch, 3, p), dtype=np.int64)
+    usable = np.zeros(nch, dtype=np.int64)
+    for ch in prange(nch):
+        r0 = _first(ch)
+        usable[ch] = _window_rows(x, y, valid, p, ip, mx, my, ca, cb, cut, r0, _stop(ch, h),
+                                  out, r0 * wd, counts[ch])
+    total = np.zeros((3, p), dtype=np.int64)
+    for ch in range(nch):
+        base = _first(ch) * wd
+        for i in range(p):
+            oi = out[i]
+            t = total[2, i]
+            for j in range(counts[ch, 2, i]):
+                oi[t + j] = oi[base + j]
+        total += counts[ch]
+    return usable.sum(), total, out
+
+
+@serial
+def _medians(values, counts, cut, n):
+    """Median and median absolute deviation of each variate from :func:`_window`'s output
+    over n usable pixels (np.median's rule: the middle value, or the mean of the two).
+
+    The median's ranks must fall among the gathered values in [cut[i, 2], cut[i, 3]]. Then
+    every value in the two open intervals is at most ``near`` from it and every value not
+    gathered outside them at least ``far``, so the deviations' ranks must fall among the
+    gathered ones between. Returns (median, mad, hit) (p,): hit False where a rank fell
+    outside (mad NaN there, and the median too if its own ranks did).
+    """
+    p = cut.shape[0]
     med = np.full(p, np.nan)
     mad = np.full(p, np.nan)
-    if k == 0:
-        return med, mad
-    for i in prange(p):
-        row = m[i]
-        vals = np.empty(k)
-        t = 0
-        for j in range(n):
-            if keep[j]:
-                vals[t] = row[j]
-                t += 1
-        md = _median(vals)
-        for j in range(k):
-            vals[j] = abs(vals[j] - md)
+    hit = np.zeros(p, dtype=np.bool_)
+    k1 = (n - 1) // 2
+    k2 = n // 2
+    for i in range(p):
+        g = values[i, :counts[2, i]]
+        b0, b1, b2, b3, b4, b5 = cut[i]
+        buf = np.empty(g.size)
+        keep = np.empty(g.size, dtype=np.bool_)
+        for j in range(g.size):
+            keep[j] = (g[j] >= b2) & (g[j] <= b3)
+        k = _gather(g, keep, buf)
+        rank = counts[0, i]
+        if rank > k1 or rank + k <= k2:
+            continue
+        a, b = _two_smallest(buf[:k], k1 - rank, k2 - rank)
+        md = (a + b) / 2.0
         med[i] = md
-        mad[i] = _median(vals)
+        near = -1.0
+        if b1 < b2:
+            near = abs(b1 - md)
+        if b3 < b4:
+            near = max(near, abs(b4 - md))
+        far = np.inf
+        if n > counts[1, i] + counts[2, i]:  # values below b0 or above b5
+            far = min(abs(b0 - md), abs(b5 - md))
+        rank = counts[1, i]
+        d = np.empty(g.size)
+        for j in range(g.size):
+            d[j] = abs(g[j] - md)
+            rank += d[j] < near
+            keep[j] = (d[j] >= near) & (d[j] <= far)
+        k = _gather(d, keep, buf)
+        if rank > k1 or rank + k <= k2:
+            continue
+        a, b = _two_smallest(buf[:k], k1 - rank, k2 - rank)
+        mad[i] = (a + b) / 2.0
+        hit[i] = True
+    return med, mad, hit
+
+
+def variate_median_deviation(x, y, idx, valid, mean_x, mean_y, a, b):
+    """Median of each MAD variate a_i.(x - mean_x) - b_i.(y - mean_y) over the usable
+    pixels (``valid``, every variate finite), and the median absolute deviation from it.
+
+    Equal to np.median and np.median(|MAD_i - median|) on those pixels, with no variate
+    image written: a grid sample of ~SAMPLE pixels places the cuts (:func:`_cuts`), one
+    streaming pass counts the values between them and gathers the few that can hold the
+    middle ranks (:func:`_window`), where those are selected (:func:`_medians`). A variate
+    whose sample misled takes another pass, with its deviations' cuts centred on the median
+    found, then one keeping all its values. Returns (median, mad), (p,) float64 each; NaN if
+    no pixel is usable.
+    """
+    p = idx.size
+    h, wd = valid.shape
+    ip, mx, my, ca, cb = _padded(idx, mean_x, mean_y, a, b, np.ones(p))
+    step = max(1, math.isqrt(h * wd // SAMPLE))
+    sample = _variate_sample(x, y, valid, p, ip, mx, my, ca, cb, step)
+    cut = _cuts(sample, np.full(p, np.nan))
+    for attempt in range(3):
+        n, counts, values = _window(x, y, valid, p, ip, mx, my, ca, cb, cut)
+        if n == 0:
+            return np.full(p, np.nan), np.full(p, np.nan)
+        med, mad, hit = _medians(values, counts, cut, n)
+        if hit.all():
+            break
+        # a variate missed: its deviations' cuts centred on its median found, then keep all
+        redo = _cuts(sample, med) if attempt == 0 else np.tile(UNBOUNDED, (p, 1))
+        redo[np.isnan(med)] = UNBOUNDED
+        cut[~hit] = redo[~hit]
     return med, mad
 
 

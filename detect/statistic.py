@@ -153,11 +153,9 @@ def robust_sigma(x, y, idx, valid, mean_x, mean_y, a, b):
 
     Returns (p,) float64.
     """
-    p = idx.size
-    mad = kernels.mad_variates(x, y, idx, valid, np.asarray(mean_x, np.float64),
-                               np.asarray(mean_y, np.float64), np.asarray(a, np.float64),
-                               np.asarray(b, np.float64))
-    _, deviation = kernels.median_deviation(mad.reshape(p, -1))
+    _, deviation = kernels.variate_median_deviation(
+        x, y, idx, valid, np.asarray(mean_x, np.float64), np.asarray(mean_y, np.float64),
+        np.asarray(a, np.float64), np.asarray(b, np.float64))
     return 1.4826 * deviation
 
 

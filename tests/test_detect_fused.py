@@ -3,10 +3,12 @@
 Each fused kernel must equal the composition of the simpler kernels (or plain
 NumPy) it replaces: detect_pixels = box_mean over the wet mask + change_pixels;
 clean_decision = vote_decide / FLAG_CHANGED + clean_mask; irmad_moments = mad_chi2
-weights + weighted_moments; median_deviation = np.median. Shapes cross the
+weights + weighted_moments; variate_median_deviation = np.median. Shapes cross the
 kernels' row blocks (kernels.CHUNK rows) so the block halos are exercised.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -143,52 +145,149 @@ def test_the_statistic_takes_at_most_five_bands():
                          np.eye(6), np.eye(6), np.ones(6))
 
 
-@pytest.mark.parametrize("p", [4, 5])
-def test_mad_variates(p):
-    nb, h, w = p + 1, TALL, 23
-    x = RNG.uniform(200, 3000, (nb, h, w)).astype(np.float32)
-    y = RNG.uniform(200, 3000, (nb, h, w)).astype(np.float32)
-    x[1, 3, 4] = np.nan
-    y[0, 40, 2] = np.inf
-    idx = np.arange(1, p + 1, dtype=np.int64)
-    valid = RNG.random((h, w)) > 0.2
-    mx, my = RNG.uniform(900, 1700, p), RNG.uniform(900, 1700, p)
-    a, b = RNG.normal(0, 3e-3, (p, p)), RNG.normal(0, 3e-3, (p, p))
-    got = kernels.mad_variates(x, y, idx, valid, mx, my, a, b)
+def exact_variates(v, valid, scale):
+    """Inputs whose MAD variates are exactly v[i] * scale[i] in float64 (a diagonal
+    transform, zero means, no after-date term), and those variates over the usable pixels
+    (valid, every variate finite) as NumPy computes them."""
+    p = v.shape[0]
+    args = (v, np.zeros_like(v), np.arange(p, dtype=np.int64), valid, np.zeros(p), np.zeros(p),
+            np.diag(scale), np.zeros((p, p)))
+    m = v.reshape(p, -1).astype(np.float64) * scale[:, None]
+    return args, m[:, valid.ravel() & np.isfinite(m).all(axis=0)]
+
+
+def ref_median_deviation(m):
+    """np.median of each row and np.median of the absolute deviations from it (NaN if none)."""
+    if m.shape[1] == 0:
+        return np.full(m.shape[0], np.nan), np.full(m.shape[0], np.nan)
+    med = np.median(m, axis=1)
+    return med, np.median(np.abs(m - med[:, None]), axis=1)
+
+
+def assert_exact(args, m):
+    for got, ref in zip(kernels.variate_median_deviation(*args), ref_median_deviation(m)):
+        np.testing.assert_array_equal(got, ref)
+
+
+# heights x widths: odd and even counts, blocks of kernels.CHUNK rows; up to 2 x
+# kernels.SAMPLE pixels all in the sample, then sampled on every 2nd, 3rd row and column
+SHAPES = [(1, 1), (1, 2), (1, 3), (2, 5), (TALL, 41), (1, 4099), (128, 257), (256, 257),
+          (384, 385)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", ["normal", "ties", "equal", "cauchy", "huge", "tiny"])
+def test_variate_median_deviation_equals_numpy(shape, kind):
+    p = 3
+    h, w = shape
+    scale = np.array([1.0, 0.5, 3.0])
+    if kind == "normal":
+        v = RNG.normal(0, 1, (p, h, w))
+    elif kind == "ties":  # a few distinct values: medians and deviations tied many times
+        v = RNG.integers(0, 4, (p, h, w))
+    elif kind == "equal":
+        v = np.full((p, h, w), 7.25)
+    elif kind == "cauchy":  # heavy tails: selection rounds on a skewed spread
+        v = RNG.standard_cauchy((p, h, w)) ** 3
+    elif kind == "huge":
+        v, scale = RNG.normal(0, 1, (p, h, w)), np.array([1e250, 3e300, 1e200])
+    else:  # down to subnormal numbers
+        v, scale = RNG.normal(0, 1, (p, h, w)), np.array([1e-300, 1e-310, 1e-250])
+    args, m = exact_variates(v.astype(np.float32), np.ones(shape, bool), scale)
+    assert_exact(args, m)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_variate_median_deviation_skips_unusable_pixels(shape):
+    h, w = shape
+    v = RNG.normal(0, 1, (4, h, w)).astype(np.float32)
+    v[1][RNG.random(shape) < 0.1] = np.nan  # NaN in one band: the pixel is skipped in all
+    v[3, 0, 0] = -np.inf
+    valid = RNG.random(shape) > 0.3
+    args, m = exact_variates(v, valid, np.ones(4))
+    assert_exact(args, m)
+
+
+def test_variate_median_deviation_without_usable_pixels():
+    v = RNG.normal(0, 1, (2, 40, 50)).astype(np.float32)
+    args, _ = exact_variates(v, np.zeros((40, 50), bool), np.ones(2))
+    assert np.isnan(kernels.variate_median_deviation(*args)).all()
+    v[0] = np.nan
+    args, _ = exact_variates(v, np.ones((40, 50), bool), np.ones(2))
+    assert np.isnan(kernels.variate_median_deviation(*args)).all()
+
+
+def first_attempt(x, y, idx, valid, mean_x, mean_y, a, b):
+    """Which variates' median, and both medians, the cuts from the sample held."""
+    p = idx.size
+    h, w = valid.shape
+    ip, mx, my, ca, cb = kernels._padded(idx, mean_x, mean_y, a, b, np.ones(p))
+    step = max(1, math.isqrt(h * w // kernels.SAMPLE))
+    sample = kernels._variate_sample(x, y, valid, p, ip, mx, my, ca, cb, step)
+    cut = kernels._cuts(sample, np.full(p, np.nan))
+    n, counts, values = kernels._window(x, y, valid, p, ip, mx, my, ca, cb, cut)
+    med, _, hit = kernels._medians(values, counts, cut, n)
+    return ~np.isnan(med), hit
+
+
+def test_a_misleading_sample_is_caught():
+    """The sample takes every 2nd row here (256 x 256 px): rows unlike the others mislead it.
+
+    Variate 0: the sampled rows sit 50 above the others, so its median's cuts miss; variate
+    1: same median, ten times the spread, so only the deviations' cuts miss (twice: the
+    retry centred on the median found still uses the sample); variate 2 is not misled.
+    """
+    h = w = 256
+    v = np.random.default_rng(3).normal(0, 1, (3, h, w))
+    v[0, ::2] += 50
+    v[1, ::2] *= 10
+    args, m = exact_variates(v.astype(np.float32), np.ones((h, w), bool), np.ones(3))
+    median_held, both_held = first_attempt(*args)
+    assert list(median_held) == [False, True, True] and list(both_held) == [False, False, True]
+    assert_exact(args, m)
+
+
+def parcel_pair(size, seed):
+    """A 4-band pair of 16-px parcels of six surfaces, 10 % of them changed, with noise,
+    gain and offset (the scene of bench/bench_detect.py, smaller)."""
+    rng = np.random.default_rng(seed)
+    ems = np.array([[0.03, 0.075, 0.04, 0.45], [0.07, 0.10, 0.15, 0.20],
+                    [0.05, 0.07, 0.05, 0.02], [0.25, 0.27, 0.28, 0.30],
+                    [0.09, 0.12, 0.15, 0.22], [0.035, 0.04, 0.035, 0.045]]).T
+    n = size // 16 + 1
+    before = rng.integers(0, 6, (n, n))
+    after = np.where(rng.random((n, n)) < 0.1, rng.integers(0, 6, (n, n)), before)
+    up = lambda lab: lab.repeat(16, 0).repeat(16, 1)[:size, :size]
+    x = ems[:, up(before)] * 10000 + rng.normal(0, 40, (4, size, size))
+    y = (ems[:, up(after)] * 10000 + rng.normal(0, 60, (4, size, size))) * 1.07 + 250
+    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robust_sigma_on_a_fitted_transform(seed):
+    from detect.detector import fit_model
     from detect.statistic import robust_sigma
 
-    np.testing.assert_allclose(robust_sigma(x, y, idx, valid, mx, my, a, b),
-                               ref_robust_sigma(x, y, idx, valid, mx, my, a, b), rtol=1e-9)
+    x, y = parcel_pair(320, seed)
+    x[2, 5, 7] = np.nan
+    valid = np.ones((320, 320), bool)
+    valid[:40, :50] = False
+    model = fit_model(x, y, valid, ("blue", "green", "red", "nir"), DetectParams())
+    idx, mx, my, a, b = model.arrays()[:5]
+    p = idx.size
+    got = robust_sigma(x, y, idx, valid, mx, my, a, b)
+    np.testing.assert_allclose(got, ref_robust_sigma(x, y, idx, valid, mx, my, a, b), rtol=1e-9)
+    # the kernel's own variates, all gathered, are NumPy's; its medians are exactly theirs
+    ip, mx_, my_, ca, cb = kernels._padded(idx, mx, my, a, b, np.ones(p))
+    n, _, values = kernels._window(x, y, valid, p, ip, mx_, my_, ca, cb,
+                                   np.tile(kernels.UNBOUNDED, (p, 1)))
     dx = x[idx][:, valid].astype(np.float64) - mx[:, None]
     dy = y[idx][:, valid].astype(np.float64) - my[:, None]
-    ref = a.T @ dx - b.T @ dy
-    ref = ref[:, np.isfinite(ref).all(axis=0)]
-    assert got.shape == (p, h, w) and np.isnan(got[:, ~valid]).all()
-    flat = got.reshape(p, -1)
-    usable = flat[:, np.isfinite(flat).all(axis=0)]
-    assert usable.shape == ref.shape
-    np.testing.assert_allclose(usable, ref, rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 10, 2048, 2049, 30001])
-def test_median_deviation_equals_numpy(n):
-    cases = [RNG.normal(0, 1, (3, n)), RNG.integers(0, 4, (3, n)).astype(float),
-             np.full((2, n), 7.25), RNG.standard_cauchy((2, n)) ** 3]
-    for m in cases:
-        med, mad = kernels.median_deviation(m)
-        ref = np.median(m, axis=1)
-        np.testing.assert_array_equal(med, ref)
-        np.testing.assert_array_equal(mad, np.median(np.abs(m - ref[:, None]), axis=1))
-    # columns with a non-finite value in any row are skipped
-    m = RNG.normal(0, 1, (3, n + 2))
-    m[0, 0] = np.nan
-    m[2, -1] = -np.inf
-    med, mad = kernels.median_deviation(m)
-    keep = m[:, 1:-1]
-    ref = np.median(keep, axis=1)
-    np.testing.assert_array_equal(med, ref)
-    np.testing.assert_array_equal(mad, np.median(np.abs(keep - ref[:, None]), axis=1))
-    assert np.isnan(kernels.median_deviation(np.full((2, 3), np.nan))).all()
+    mad = a.T @ dx - b.T @ dy
+    mad = mad[:, np.isfinite(mad).all(axis=0)]
+    assert n == mad.shape[1]
+    np.testing.assert_allclose(values[:, :n], mad, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(got, 1.4826 * ref_median_deviation(values[:, :n])[1])
 
 
 @pytest.mark.parametrize("swir", [False, True])
