@@ -122,14 +122,16 @@ def _check_cloud_share(date, grid) -> tuple[str, str, str]:
     step = max(1, max(grid.width, grid.height) // 512)
     full = Window(0, 0, grid.width, grid.height)
     masks = date.cloud_masks + [m for ms in date.scene_masks.values() for m in ms]
+    what = f"imagery.cloud_mask_{date.label}"
     try:
         share = float(date_clouds(date, masks, grid, full, decimate=step).mean())
     except TianyanError as exc:
-        return ("ERROR", f"imagery.cloud_mask_{date.label}", str(exc))
-    what = f"imagery.cloud_mask_{date.label}"
+        return ("ERROR", what, str(exc))
+    # scene masks: a pixel counts when any scene marks it (the next scene may still fill it)
+    marked = "masked as cloud or shadow" + (" in some scene" if date.scene_masks else "")
     if share <= MAX_CLOUD_SHARE:
-        return ("OK", what, f"{share:.0%} of the grid masked as cloud or shadow")
-    return ("WARN", what, f"{share:.0%} of the grid masked as cloud or shadow: an overcast date, "
+        return ("OK", what, f"{share:.0%} of the grid {marked}")
+    return ("WARN", what, f"{share:.0%} of the grid {marked}: an overcast date, "
                           f"or a class or QA raster read as 'any value above 0' (set "
                           f"[imagery].cloud_mask_values or cloud_mask_bits)")
 
