@@ -433,6 +433,47 @@ def test_clean_decision_is_decide_then_clean_mask(shape, vote_r, require, landus
             flags, valid, vote_r, require, vote, open_px, close_px))
 
 
+@pytest.mark.parametrize("w", [1, 2, 63, 64, 65, 127, 128, 129, 130])
+def test_clean_decision_packed_rows(w):
+    """The morphology runs on rows packed 64 pixels to a word: widths around the words'
+    ends, every opening and closing size 1..5, vote radii on both sides of the int8 sums'
+    limit, all pixels valid or none; equal to the NumPy composition on 1 and 2 threads."""
+    import numba
+
+    h = kernels.CLEAN_ROWS + 11  # two row blocks
+    threads = numba.get_num_threads()
+    for case in range(6):
+        flags = RNG.integers(0, 64, (h, w)).astype(np.uint8)
+        flags[RNG.random((h, w)) < 0.3] |= kernels.FLAG_SIG | kernels.FLAG_CHANGED
+        valid = RNG.random((h, w)) > (0.15, 0.0, 1.0, 0.15, 0.6, 0.15)[case]
+        vote_r = (0, 1, 5, 6, 2, 1)[case]
+        for open_px in range(1, 6):
+            close_px = (open_px + case) % 5 + 1
+            args = (flags, valid, vote_r, case % 2 == 0, case != 1, open_px, close_px)
+            want = ref_clean_decision(*args)
+            try:
+                numba.set_num_threads(1)
+                one = kernels.clean_decision(*args)
+            finally:
+                numba.set_num_threads(threads)
+            np.testing.assert_array_equal(kernels.clean_decision(*args), want)
+            np.testing.assert_array_equal(one, want)
+
+
+def test_clean_decision_widest_vote():
+    """At VOTE_R_MAX (int16 sums, windows taller than a row block): vote_decide, checked
+    against a summed-area table in test_detect_kernels, then clean_mask."""
+    shape = (2 * kernels.VOTE_R_MAX + 5, 70)
+    flags = (RNG.integers(0, 64, shape) | (RNG.random(shape) < 0.6) * kernels.FLAG_CROP)
+    flags = (flags | kernels.FLAG_SIG).astype(np.uint8)
+    valid = RNG.random(shape) > 0.2
+    r = kernels.VOTE_R_MAX
+    for open_px, close_px in ((1, 1), (2, 3), (3, 2)):
+        want = clean_mask(kernels.vote_decide(flags, valid, r, False), valid, open_px, close_px)
+        np.testing.assert_array_equal(
+            kernels.clean_decision(flags, valid, r, False, True, open_px, close_px), want)
+
+
 @pytest.mark.parametrize("radius", [1, 3])
 def test_box_mean_and_vote_across_row_blocks(radius):
     from tests.test_detect_kernels import ref_box_mean, ref_vote_decide

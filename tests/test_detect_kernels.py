@@ -326,10 +326,10 @@ def test_vote_decide(radius, require, shape):
 
 
 def test_vote_decide_large_windows():
-    """The vote's two counts share one int32 per pixel: windows of thousands of pixels, most of
-    them crop-flagged, and a radius wider than the image count exactly, and so do the
-    (2 VOTE_R_MAX + 1)^2 windows, all valid and crop-flagged, that fill its 31 bits; beyond
-    VOTE_R_MAX the kernels refuse."""
+    """The vote sums +1 per crop-flagged and -1 per other valid pixel, in int16 beyond radius
+    5: windows of thousands of pixels, most of them crop-flagged, and a radius wider than the
+    image count exactly, and so do the (2 VOTE_R_MAX + 1)^2 windows, all valid and
+    crop-flagged, whose sum 32761 nearly fills int16; beyond VOTE_R_MAX the kernels refuse."""
     shape = (97, 83)
     flags = (RNG.integers(0, 64, shape) | (RNG.random(shape) < 0.8) * kernels.FLAG_CROP)
     flags = flags.astype(np.uint8)

@@ -86,6 +86,43 @@ def test_object_sums_pair_equal_sums_of_layers(swir):
     assert np.abs(got[:, 10:] - want[:, 10:]).sum() <= 0.002 * got[:, 0].sum()
 
 
+@pytest.mark.parametrize("wc", [1, 5, 15, 16, 17, 31, 33, 40])
+def test_object_sums_pair_groups_and_window(wc):
+    """Pixels are read by groups of kernels.GROUP along a row, the last one cut by the row's
+    end: the sums of a window are the same bits as those of the window's arrays cut out,
+    or with unlabelled columns added (groups and row ends moved), or with the labels
+    renamed; and equal to the sums of the full pass's layers."""
+    h, w = TALL, wc + 12
+    x, y = _realistic_pair(h, w, False)
+    valid = RNG.random((h, w)) > 0.05
+    args, _ = pass_args(x, y, False)
+    flags = kernels.pixel_flags(x, y, valid, *args, 1)
+    r0, c0, hc, n = 4, 7, h - 9, 9
+    lab = RNG.integers(0, n + 1, (hc, wc)).astype(np.int32)
+    lab[:, -1] = RNG.integers(1, n + 1, hc)  # labels at the row's end
+    lab[RNG.random((hc, wc)) < 0.5] = 0
+    lab[~valid[r0:r0 + hc, c0:c0 + wc]] = 0
+    model = args[:-1]
+    got = kernels.object_sums_pair(lab, n, r0, c0, x, y, flags, *model)
+    cut = (slice(r0, r0 + hc), slice(c0, c0 + wc))
+    alone = kernels.object_sums_pair(lab, n, 0, 0, np.ascontiguousarray(x[:, cut[0], cut[1]]),
+                                     np.ascontiguousarray(y[:, cut[0], cut[1]]),
+                                     np.ascontiguousarray(flags[cut]), *model)
+    np.testing.assert_array_equal(got, alone)
+    wider = np.zeros((hc, wc + 5), np.int32)
+    wider[:, 3:3 + wc] = lab
+    np.testing.assert_array_equal(
+        kernels.object_sums_pair(wider, n, r0, c0 - 3, x, y, flags, *model), got)
+    perm = RNG.permutation(n) + 1
+    renamed = np.where(lab > 0, perm[lab - 1], 0).astype(np.int32)
+    np.testing.assert_array_equal(
+        kernels.object_sums_pair(renamed, n, r0, c0, x, y, flags, *model)[perm - 1], got)
+    layers = kernels.detect_pixels(x, y, valid, *args, 1)
+    bits = [(flags & kernels.FLAG_EVIDENCE) > 0, (flags & kernels.FLAG_STRONG) > 0]
+    full = kernels.object_sums(lab, n, *(a[cut] for a in (*layers[:8], *bits)))
+    np.testing.assert_allclose(got, full, rtol=1e-12, atol=1e-12)
+
+
 def test_object_sums_pair_no_labels():
     x, y = _realistic_pair(9, 11, False)
     args, _ = pass_args(x, y, False)
