@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from detect import kernels, statistic  # noqa: E402
 from detect.detector import DetectParams, detect_tile, fit_model  # noqa: E402
-from detect.objects import square_offsets, tile_objects  # noqa: E402
+from detect.objects import tile_objects  # noqa: E402
 from detect.rules import rule_vector  # noqa: E402
 from tests import test_detect_fused as fused  # noqa: E402
 from tests import test_detect_kernels as ref  # noqa: E402
@@ -98,6 +98,8 @@ def bench_kernels(size, repeat, np_repeat):
     shift = np.concatenate([mx, my])
     print(f"Numba passes vs NumPy references, {size} x {size} px, 4 bands, "
           f"{numba.get_num_threads()} Numba thread(s), threading layer {numba.threading_layer()}")
+    print("  (* an unfused building block the tests compare a fused pass with; the detector runs "
+          "the fused pass)")
 
     def pair(name, numba_fn, numpy_fn, *args, numpy_args=None):
         tn = best_of(numba_fn, *args, repeat=repeat)
@@ -118,10 +120,9 @@ def bench_kernels(size, repeat, np_repeat):
          idx, valid, mx, my, a, b)
     pair("index_noise", kernels.index_noise, fused.ref_index_noise, x, y, valid, w, roles, gain,
          offset, 1e-4)
-    rn = np.ascontiguousarray(y[2:4])
-    ys = pair("box_mean (2 bands, r=1)", kernels.box_mean, ref.ref_box_mean_np, rn, valid, 1)
+    ys = ref.ref_box_mean_np(np.ascontiguousarray(y[2:4]), valid, 1)
     args = (idx, mx, my, a, b, isg, gain, offset, roles, 1e-4, rule)
-    out = pair("change_pixels", kernels.change_pixels, ref.ref_change, x, y, ys, valid, *args)
+    out = pair("change_pixels *", kernels.change_pixels, ref.ref_change, x, y, ys, valid, *args)
 
     def np_detect(x, y, valid, *args):
         wet_ys = fused.ref_wet_box(y, valid, roles, gain, offset, params.wet_ndwi, 1)
@@ -132,11 +133,8 @@ def bench_kernels(size, repeat, np_repeat):
     pair("pixel_flags (detect_pixels' flags)", lambda *a_: kernels.pixel_flags(*a_, 1),
          np_detect, x, y, valid, *args)
     flags = out[-1]
-    pair("vote_decide (r=1)", kernels.vote_decide, ref.ref_vote_decide, flags, valid, 1, True)
+    pair("vote_decide (r=1) *", kernels.vote_decide, ref.ref_vote_decide, flags, valid, 1, True)
     m = (flags & kernels.FLAG_CHANGED) > 0
-    lo, hi = square_offsets(3)
-    pair("erode_rect (3 x 3)", kernels.erode_rect, ref.ref_erode, m, lo, hi)
-    pair("dilate_rect (3 x 3)", kernels.dilate_rect, ref.ref_dilate, m, lo, hi)
     pair("clean_decision (vote+open 2+close 3)", kernels.clean_decision, fused.ref_clean_decision,
          flags, valid, 1, True, True, 2, 3)
     lab = np.where(m, (np.arange(npx).reshape(size, size) // 997) % 300 + 1, 0).astype(np.int32)
@@ -147,7 +145,7 @@ def bench_kernels(size, repeat, np_repeat):
         return [np.bincount(flat, weights=np.asarray(v).ravel().astype(np.float64),
                             minlength=n + 1) for v in layers]
 
-    pair("object_sums (12 sums)", kernels.object_sums, np_sums, lab, 300, *layers)
+    pair("object_sums (12 sums) *", kernels.object_sums, np_sums, lab, 300, *layers)
 
     def np_sums_pair(lab, n, r0, c0, x, y, flags, *model):
         # NumPy's per-pixel layers of the labelled pixels only (gathered), then bincount

@@ -465,28 +465,10 @@ def reference_masks(after, valid, reference, reference_valid, bands, model, para
         new &= (flags & kernels.FLAG_VEG_GAIN) == 0
         if params.require_evidence:
             new &= (flags & kernels.FLAG_EVIDENCE) > 0
-    # objects.clean_mask(new, both, ...) by the fused kernel, which reads new as FLAG_CHANGED
+    # opening and closing by the fused kernel, which reads new as FLAG_CHANGED
     new_flags = new.view(np.uint8) * np.uint8(kernels.FLAG_CHANGED)
     return both, kernels.clean_decision(new_flags, both, 0, False, False, params.open_px,
                                         params.close_px)
-
-
-def smoothed_red_nir(y, valid, roles, gain, offset, params):
-    """Red and NIR of the after date averaged over the wet pixels of each window.
-
-    Only wet pixels (normalised NDWI > wet_ndwi) are averaged, so a pond's edge
-    pixels are not mixed with the field around it; (2, h, w) float32, DN. The
-    detector computes this inside ``kernels.detect_pixels`` for the pixels that
-    read it; this whole-image form documents it and serves the tests.
-    """
-    ir, ig, inn = int(roles[2]), int(roles[1]), int(roles[3])
-    rn = np.ascontiguousarray(y[[ir, inn]])
-    if params.crop_smooth_px == 0:
-        return rn
-    g = y[ig] * np.float32(gain[ig]) + np.float32(offset[ig])
-    n = rn[1] * np.float32(gain[inn]) + np.float32(offset[inn])
-    wet = valid & (g - n > np.float32(params.wet_ndwi) * (g + n)) & (g + n > 0)
-    return kernels.box_mean(rn, wet, params.crop_smooth_px)
 
 
 def decide(flags, valid, params):

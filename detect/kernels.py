@@ -857,8 +857,7 @@ def _wet_row(y, valid, i, ig, inn, g_gain, g_off, n_gain, n_off, wet32, out):
     """The flood rule's wet mask of row i into out (w,) uint8: NDWI of the normalised after
     date > wet_ndwi (valid, g - n > wet_ndwi (g + n) and g + n > 0).
 
-    float32 arithmetic in DN, as the NumPy wrapper of :func:`box_mean` computes it;
-    branch-free (SIMD).
+    float32 arithmetic in DN; branch-free (SIMD).
     """
     yg = y[ig, i]
     yn = y[inn, i]
@@ -874,9 +873,9 @@ def _wet_mean(y, wet, w0, r, c, radius, ir, inn):
     """Mean after-date red and NIR (DN) over the wet pixels of the window around (r, c).
 
     wet: rows of :func:`_wet_row` from row w0 on, covering r - radius .. r + radius.
-    Sums run along rows, then over rows, in float64 (the order of :func:`box_mean`,
-    for radius <= 3: rows of 8 pixels or more LLVM vectorises under 'reassoc', into
-    partial sums added in another order); the means, each sum times 1 / count, are
+    Sums run along each window row left to right, then over the rows top to bottom, in
+    float64 (for radius <= 3: rows of 8 pixels or more LLVM vectorises under 'reassoc',
+    into partial sums added in another order); the means, each sum times 1 / count, are
     rounded to float32; NaN when the window holds no wet pixel. :func:`_wet_means3`
     gives the same bits for radius 1.
     """
@@ -1242,7 +1241,7 @@ def change_pixels(x, y, ys, valid, idx, mean_x, mean_y, a, b, inv_sigma,
     """The per-pixel change decision in one pass over both dates.
 
     x, y (nb, h, w) float32 DN; ys (2, h, w): red and NIR of the after date
-    averaged over a small neighbourhood (``box_mean``), read only for the NDVI that tells
+    averaged over the wet pixels of a small window (see :func:`detect_pixels`), read only for the NDVI that tells
     a flooded paddy from a deep pond, a parcel-wide property that sensor noise
     blurs in single dark pixels; valid (h, w) bool; idx (p,) int64 bands of the
     statistic; mean_x, mean_y, a, b, inv_sigma: the fitted IR-MAD transform;
@@ -1290,7 +1289,7 @@ def detect_pixels(x, y, valid, idx, mean_x, mean_y, a, b, inv_sigma, gain, offse
                   rule, radius):
     """:func:`change_pixels` with the flood rule's smoothing done in place.
 
-    Equal to ``change_pixels(x, y, ys, ...)`` with ys = ``box_mean`` of the
+    Equal to ``change_pixels(x, y, ys, ...)`` with ys = the mean of the
     after-date red and NIR over the wet pixels (float32 DN: valid and
     (g - n) > wet_ndwi (g + n) > 0 for the normalised green g and NIR n) of the
     (2 radius + 1)^2 window, or the red and NIR themselves when radius is 0; the
@@ -1382,155 +1381,12 @@ def index_noise(x, y, valid, weight, roles, gain, offset, scale):
 
 # ---------------------------------------------------------------- neighbourhoods
 @serial
-def _hpass(src, dst, olo, ohi, dilate, pad):
-    """dst[j] = OR (dilate) / AND (erode) of src[j + d], d in olo..ohi, in one row.
-
-    uint8 0/1 rows; outside the row the neutral value is assumed. ``pad`` is
-    scratch of at least w + (ohi - olo) bytes; the taps are branch-free (SIMD).
-    """
-    w = src.size
-    left = max(0, -olo)
-    right = max(0, ohi)
-    neutral = 0 if dilate else 1
-    for j in range(left):
-        pad[j] = neutral
-    for j in range(w):
-        pad[left + j] = src[j]
-    for j in range(left + w, left + w + right):
-        pad[j] = neutral
-    base = left + olo
-    first = pad[base:]
-    for j in range(w):
-        dst[j] = first[j]
-    for t in range(1, ohi - olo + 1):
-        # one view per tap: an index from 0 is provably non-negative, so Numba adds no
-        # wraparound select and the loop compiles to plain SIMD loads (not gathers)
-        shifted = pad[base + t:]
-        if dilate:
-            for j in range(w):
-                dst[j] = dst[j] | shifted[j]
-        else:
-            for j in range(w):
-                dst[j] = dst[j] & shifted[j]
-
-
-@serial
-def _morph(src, s0, dst, d0, a, b, h, olo, ohi, dilate, valid, pre_unknown, post_valid, tmp,
-           row, pad):
-    """Rows a..b of a separable binary erosion / dilation over offsets olo..ohi.
-
-    dst[g - d0] = OP over (di, dj) in [olo, ohi]^2 of src[g + di - s0, j + dj];
-    rows or columns beyond the image (0..h) are neutral (True for erosion, False
-    for dilation). ``pre_unknown``: OR the input with ``not valid`` first;
-    ``post_valid``: AND the output with ``valid``. tmp: scratch with rows for
-    a + olo .. b + ohi; row, pad: row scratch.
-    """
-    ta = max(a + olo, 0)
-    tb = min(b + ohi, h)
-    w = row.size
-    for g in range(ta, tb):
-        s = src[g - s0]
-        if pre_unknown:
-            vr = valid[g]
-            for j in range(w):
-                row[j] = s[j] | (vr[j] ^ np.uint8(1))
-            _hpass(row, tmp[g - ta], olo, ohi, dilate, pad)
-        else:
-            _hpass(s, tmp[g - ta], olo, ohi, dilate, pad)
-    for g in range(a, b):
-        out = dst[g - d0]
-        first = True
-        for d in range(olo, ohi + 1):
-            gg = g + d
-            if gg < 0 or gg >= h:
-                continue
-            t = tmp[gg - ta]
-            if first:
-                for j in range(w):
-                    out[j] = t[j]
-                first = False
-            elif dilate:
-                for j in range(w):
-                    out[j] = out[j] | t[j]
-            else:
-                for j in range(w):
-                    out[j] = out[j] & t[j]
-        if first:
-            for j in range(w):
-                out[j] = 0 if dilate else 1
-        if post_valid:
-            vr = valid[g]
-            for j in range(w):
-                out[j] = out[j] & vr[j]
-
-
-@serial
-def _morph_chunk(m, out, h, olo, ohi, dilate, r0, r1):
-    w = m.shape[1]
-    tmp = np.empty((r1 - r0 + ohi - olo, w), dtype=np.uint8)
-    row = np.empty(w, dtype=np.uint8)
-    pad = np.empty(w + ohi - olo, dtype=np.uint8)
-    zero = np.int64(0)
-    no = np.bool_(False)
-    _morph(m, zero, out, zero, r0, r1, h, olo, ohi, dilate, m, no, no, tmp, row, pad)
-
-
-@parallel
-def erode_rect(m, lo, hi):
-    """Binary erosion by the square {lo..hi}^2 (offsets in pixels, lo <= 0 <= hi).
-
-    out[i, j] = AND of m[i + di, j + dj] over the square; neighbours outside the
-    array are ignored (treated as True). Separable: rows, then columns.
-    """
-    h, w = m.shape
-    u = m.view(np.uint8)
-    out = np.empty((h, w), dtype=np.uint8)
-    nch = (h + CHUNK - 1) // CHUNK
-    for ch in prange(nch):
-        _morph_chunk(u, out, h, lo, hi, np.bool_(False), _first(ch), _stop(ch, h))
-    return out.view(np.bool_)
-
-
-@parallel
-def dilate_rect(m, lo, hi):
-    """Binary dilation by the reflected square {-hi..-lo}^2 (the dual of erode_rect).
-
-    out[i, j] = OR of m[i - di, j - dj] for di, dj in lo..hi; neighbours outside
-    the array are ignored (treated as False).
-    """
-    h, w = m.shape
-    u = m.view(np.uint8)
-    out = np.empty((h, w), dtype=np.uint8)
-    nch = (h + CHUNK - 1) // CHUNK
-    for ch in prange(nch):
-        _morph_chunk(u, out, h, -hi, -lo, np.bool_(True), _first(ch), _stop(ch, h))
-    return out.view(np.bool_)
-
-
-@serial
-def _hsum(src, dst, radius, pad):
-    """dst[j] = sum of src[j + d], |d| <= radius, within the row (branch-free taps)."""
-    w = src.size
-    for j in range(radius):
-        pad[j] = 0
-        pad[radius + w + j] = 0
-    for j in range(w):
-        pad[radius + j] = src[j]
-    for j in range(w):
-        dst[j] = pad[j]
-    for t in range(1, 2 * radius + 1):
-        shifted = pad[t:]  # see _hpass
-        for j in range(w):
-            dst[j] += shifted[j]
-
-
-@serial
 def _hcount(src, dst, radius):
     """dst[j] = sum of src[j + d], |d| <= radius, within the row, for integer rows.
 
     Integer sums do not depend on the order of the additions, so each offset is one
-    pass over a pair of views (SIMD) without padding the row: 3x faster than :func:`_hsum`,
-    which keeps the left-to-right order that float sums need.
+    pass over a pair of views (SIMD) without padding the row (float sums would need the
+    left-to-right order).
     """
     w = src.size
     for j in range(w):
@@ -1710,7 +1566,12 @@ def _hbits(u, t, i0, i1, olo, ohi, dilate):
 @serial
 def _morph_bits(src, dst, tmp, vbits, t0, a, b, h, olo, ohi, dilate, pre_unknown, post_valid, nw,
                 last):
-    """:func:`_morph` on packed rows: rows a..b of dst from src.
+    """Rows a..b of a separable binary erosion / dilation over offsets olo..ohi, on packed rows.
+
+    dst[g] = AND (erosion) / OR (dilation) over (di, dj) in [olo, ohi]^2 of
+    src[g + di, j + dj]; rows and columns beyond the image are neutral (True for
+    erosion, False for dilation). ``pre_unknown``: OR the input with ``not valid``
+    first; ``post_valid``: AND the output with ``valid``.
 
     src, dst, tmp, vbits (the valid pixels): (rows, stride) uint64, image row g at
     row g - t0, nw words of pixels then k pad words (:func:`_hbits`), with rows to
@@ -1832,9 +1693,14 @@ def _clean_chunk(flags, valid, vote_r, require, vote, open_px, close_px, r0, r1,
 def clean_decision(flags, valid, vote_r, require, vote, open_px, close_px):
     """The decision, then morphological opening and closing, in one kernel.
 
-    Equal to ``objects.clean_mask(raw, valid, open_px, close_px)`` with raw =
-    ``vote_decide(flags, valid, vote_r, require)`` when ``vote``, else the
-    FLAG_CHANGED bit. Returns changed (h, w) bool.
+    raw = ``vote_decide(flags, valid, vote_r, require)`` when ``vote``, else the
+    FLAG_CHANGED bit. Opening (side ``open_px``: removes speckle and thin lines), then
+    closing (``close_px``: fills pinholes), by squares; 1 skips the step. Invalid pixels
+    (nodata, cloud) and pixels beyond the array are unknown: they never erode a neighbour
+    and are never set, so padding a halo with nodata or clipping it at the scene edge gives
+    the same result, and a core pixel depends only on pixels within ``open_px + close_px - 2``
+    (and the vote's radius). The tests compare it with that whole-array composition in NumPy.
+    Returns changed (h, w) bool.
     """
     if vote and vote_r > VOTE_R_MAX:
         raise ValueError("clean_decision: the vote's radius must be <= VOTE_R_MAX (90)")
@@ -1846,66 +1712,6 @@ def clean_decision(flags, valid, vote_r, require, vote, open_px, close_px):
         _clean_chunk(flags, valid, vote_r, require, vote, open_px, close_px, r0,
                      min(np.int64(h), r0 + CLEAN_ROWS), changed)
     return changed
-
-
-@serial
-def _box_chunk(x, valid, radius, r0, r1, out):
-    """Rows r0..r1 of :func:`box_mean`: row sums of the block and its halo, then column sums."""
-    nb, h, w = x.shape
-    vu = valid.view(np.uint8)
-    ta = max(r0 - radius, 0)
-    tb = min(r1 + radius, h)
-    cnt = np.empty((tb - ta, w), dtype=np.int32)
-    sums = np.empty((tb - ta, w))
-    row_i = np.empty(w, dtype=np.int32)
-    row_f = np.empty(w)
-    pad_f = np.empty(w + 2 * radius)
-    n = np.empty(w, dtype=np.int32)
-    s = np.empty(w)
-    for g in range(ta, tb):
-        vr = vu[g]
-        for j in range(w):
-            row_i[j] = vr[j]
-        _hcount(row_i, cnt[g - ta], radius)
-    for k in range(nb):
-        for g in range(ta, tb):
-            xr = x[k, g]
-            vr = vu[g]
-            for j in range(w):
-                row_f[j] = xr[j] if vr[j] else 0.0
-            _hsum(row_f, sums[g - ta], radius, pad_f)
-        for g in range(r0, r1):
-            g0 = max(g - radius, 0)
-            g1 = min(g + radius + 1, h)
-            for j in range(w):
-                n[j] = 0
-                s[j] = 0.0
-            for gg in range(g0, g1):
-                cr = cnt[gg - ta]
-                sr = sums[gg - ta]
-                for j in range(w):
-                    n[j] += cr[j]
-                    s[j] += sr[j]
-            o = out[k, g]
-            for j in range(w):
-                q = s[j] / n[j]
-                o[j] = q if n[j] > 0 else np.nan
-
-
-@parallel
-def box_mean(x, valid, radius):
-    """Mean of each band over the valid pixels of the (2 radius + 1)^2 window.
-
-    x (nb, h, w) float32; valid (h, w) bool. Pixels outside the array or not
-    valid do not count; NaN where the window holds no valid pixel. Separable:
-    sums and counts along rows, then along columns (float64 sums).
-    """
-    nb, h, w = x.shape
-    out = np.empty((nb, h, w), dtype=np.float32)
-    nch = (h + CHUNK - 1) // CHUNK
-    for ch in prange(nch):
-        _box_chunk(x, valid, radius, _first(ch), _stop(ch, h), out)
-    return out
 
 
 # ---------------------------------------------------------------- objects

@@ -30,44 +30,6 @@ _SUM_COLUMNS = ("NPIX", "S_P", "S_DNDVI", "S_DNDWI", "S_DBRI", "S_NDVIA", "S_NDW
 """The columns of ``kernels.object_sums``: pixel count, sums of the layers (S_BRIA2: squares)."""
 
 
-def square_offsets(size):
-    """(lo, hi) offsets of a square structuring element of ``size`` pixels per side."""
-    lo = -(size // 2)
-    return lo, size - 1 + lo
-
-
-def clean_mask(mask, valid, open_px=2, close_px=3):
-    """Opening (remove speckle and thin lines), then closing (fill pinholes).
-
-    Invalid pixels (nodata, cloud) and pixels beyond the array are treated as
-    unknown: they never erode a neighbour and are never set. So padding a halo
-    with nodata or clipping it at the scene edge gives the same result, and a
-    core pixel depends only on pixels within ``open_px + close_px - 2``.
-
-    Parameters
-    ----------
-    mask, valid : (h, w) bool
-    open_px, close_px : int
-        Side of the square structuring elements; 1 skips the step.
-
-    Returns
-    -------
-    numpy.ndarray
-        (h, w) bool, False where not valid.
-    """
-    m = np.ascontiguousarray(mask, dtype=np.bool_) & valid
-    unknown = ~valid
-    if open_px > 1:
-        lo, hi = square_offsets(open_px)
-        e = kernels.erode_rect(m | unknown, lo, hi) & valid
-        m = kernels.dilate_rect(e, lo, hi) & valid
-    if close_px > 1:
-        lo, hi = square_offsets(close_px)
-        d = kernels.dilate_rect(m, lo, hi)
-        m = kernels.erode_rect(d | unknown, lo, hi) & valid
-    return m
-
-
 def empty_parts(crs) -> gpd.GeoDataFrame:
     """A parts frame with no rows and the columns of :func:`tile_objects`."""
     cols = {c: np.array([], dtype=np.int64 if c.startswith("N") else np.float64)

@@ -1,8 +1,9 @@
 """The fused and fast kernels of detect.kernels against NumPy / SciPy references.
 
 Each fused kernel must equal the composition of the simpler kernels (or plain
-NumPy) it replaces: detect_pixels = box_mean over the wet mask + change_pixels;
-clean_decision = vote_decide / FLAG_CHANGED + clean_mask; irmad_moments = mad_chi2
+NumPy) it replaces: detect_pixels = the mean over the wet pixels of a window +
+change_pixels; clean_decision = vote_decide / FLAG_CHANGED + opening and closing;
+irmad_moments = mad_chi2
 weights + weighted_moments; variate_median_deviation = np.median. Shapes cross the
 kernels' row blocks (kernels.CHUNK rows) so the block halos are exercised.
 """
@@ -15,12 +16,11 @@ import pytest
 from scipy.stats import chi2
 
 from detect import kernels
-from detect.detector import DetectParams, decide, smoothed_red_nir
+from detect.detector import DetectParams, decide
 from detect.indices import indices, role_index
-from detect.objects import clean_mask
 from detect.rules import rule_vector
 from tests.test_detect_kernels import _realistic_pair, nd, ref_box_mean_np, ref_change, \
-    ref_dilate, ref_erode, ref_mad, ref_moments, ref_vote_decide
+    ref_clean_mask, ref_mad, ref_moments, ref_vote_decide
 
 RNG = np.random.default_rng(7)
 TALL = 2 * kernels.CHUNK + 13  # three row blocks, the last one short
@@ -85,15 +85,7 @@ def ref_clean_decision(flags, valid, vote_r, require, vote, open_px, close_px):
         m = ref_vote_decide(flags, valid, vote_r, require)
     else:
         m = (flags & kernels.FLAG_CHANGED) > 0
-    m = m & valid
-    for size, first in ((open_px, "erode"), (close_px, "dilate")):
-        if size > 1:
-            lo, hi = -(size // 2), size - 1 - size // 2
-            if first == "erode":
-                m = ref_dilate(ref_erode(m | ~valid, lo, hi) & valid, lo, hi) & valid
-            else:
-                m = ref_erode(ref_dilate(m, lo, hi) | ~valid, lo, hi) & valid
-    return m
+    return ref_clean_mask(m, valid, open_px, close_px)
 
 
 def ref_robust_sigma(x, y, idx, valid, mean_x, mean_y, a, b):
@@ -322,22 +314,21 @@ def pass_args(x, y, swir, landuse=True, radius=1):
 
 @pytest.mark.parametrize("radius, swir, landuse", [(1, False, True), (2, True, True),
                                                    (0, False, True), (1, False, False)])
-def test_detect_pixels_is_box_mean_then_change_pixels(radius, swir, landuse):
+def test_detect_pixels_is_wet_mean_then_change_pixels(radius, swir, landuse):
     h, w = TALL, 45
     x, y = _realistic_pair(h, w, swir)
     valid = RNG.random((h, w)) > 0.05
     args, params = pass_args(x, y, swir, landuse, radius)
     gain, offset, roles = args[6], args[7], args[8]
     got = kernels.detect_pixels(x, y, valid, *args, radius)
-    # the same kernel fed the whole-image smoothing: equal up to float rounding
-    ys = smoothed_red_nir(y, valid, roles, gain, offset, params)
+    # the unfused kernel fed the whole-image smoothing (NumPy): equal up to float rounding
+    ys = ref_wet_box(y, valid, roles, gain, offset, params.wet_ndwi, radius)
     fed = kernels.change_pixels(x, y, ys, valid, *args)
     for g, f in zip(got[:-1], fed[:-1]):
         np.testing.assert_allclose(g, f, rtol=1e-6, atol=1e-7)
     assert (got[-1] != fed[-1]).mean() < 0.001
     # and the plain NumPy composition
-    ref = ref_change(x, y, ref_wet_box(y, valid, roles, gain, offset, params.wet_ndwi, radius),
-                     valid, *args)
+    ref = ref_change(x, y, ys, valid, *args)
     for k, (g, r) in enumerate(zip(got[:-1], ref[:-1])):
         np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-6, err_msg=f"output {k}")
     assert (got[-1] != ref[-1]).mean() < 0.002
@@ -350,7 +341,7 @@ def test_flood_window_means_bit_for_bit(radius):
 
     Radius 1 takes the kernel's fast path inside the image and the general loop on its
     edges; radius 2 the general loop. The flags must equal change_pixels' fed the means in
-    the kernels' order (and box_mean's), on integer DN (many equal values), with NaN on
+    the kernels' order, on integer DN (many equal values), with NaN on
     invalid pixels, flood candidates whose windows hold no wet pixel, sums whose value
     depends on the order of the additions, and a candidate exactly at the threshold.
     """
@@ -403,8 +394,6 @@ def test_flood_window_means_bit_for_bit(radius):
     got = kernels.detect_pixels(x, y, valid, *args, radius)[-1]
     np.testing.assert_array_equal(got, kernels.change_pixels(x, y, ys, valid, *args)[-1])
     np.testing.assert_array_equal(got, kernels.pixel_flags(x, y, valid, *args, radius))
-    box = kernels.box_mean(rn, wet, radius)
-    np.testing.assert_array_equal(got, kernels.change_pixels(x, y, box, valid, *args)[-1])
     # and these flags would see another order
     for other in others:
         other = np.ascontiguousarray(other)
@@ -416,7 +405,7 @@ def test_flood_window_means_bit_for_bit(radius):
 @pytest.mark.parametrize("vote_r, require, landuse, open_px, close_px", [
     (1, True, True, 2, 3), (2, False, True, 3, 2), (0, True, True, 2, 3), (1, True, False, 1, 3),
     (1, True, True, 2, 1), (1, True, True, 1, 1), (2, True, True, 4, 4)])
-def test_clean_decision_is_decide_then_clean_mask(shape, vote_r, require, landuse, open_px,
+def test_clean_decision_is_decide_then_opening_and_closing(shape, vote_r, require, landuse, open_px,
                                                   close_px):
     params = DetectParams(crop_vote_px=vote_r, require_evidence=require, landuse_rules=landuse,
                           open_px=open_px, close_px=close_px, crop_smooth_px=0)
@@ -427,7 +416,7 @@ def test_clean_decision_is_decide_then_clean_mask(shape, vote_r, require, landus
         flags[~valid] = 0
         vote = landuse and vote_r > 0
         changed = kernels.clean_decision(flags, valid, vote_r, require, vote, open_px, close_px)
-        ref = clean_mask(decide(flags, valid, params), valid, open_px, close_px)
+        ref = ref_clean_mask(decide(flags, valid, params), valid, open_px, close_px)
         np.testing.assert_array_equal(changed, ref)
         np.testing.assert_array_equal(changed, ref_clean_decision(
             flags, valid, vote_r, require, vote, open_px, close_px))
@@ -462,26 +451,22 @@ def test_clean_decision_packed_rows(w):
 
 def test_clean_decision_widest_vote():
     """At VOTE_R_MAX (int16 sums, windows taller than a row block): vote_decide, checked
-    against a summed-area table in test_detect_kernels, then clean_mask."""
+    against a summed-area table in test_detect_kernels, then the NumPy opening and closing."""
     shape = (2 * kernels.VOTE_R_MAX + 5, 70)
     flags = (RNG.integers(0, 64, shape) | (RNG.random(shape) < 0.6) * kernels.FLAG_CROP)
     flags = (flags | kernels.FLAG_SIG).astype(np.uint8)
     valid = RNG.random(shape) > 0.2
     r = kernels.VOTE_R_MAX
     for open_px, close_px in ((1, 1), (2, 3), (3, 2)):
-        want = clean_mask(kernels.vote_decide(flags, valid, r, False), valid, open_px, close_px)
+        want = ref_clean_mask(kernels.vote_decide(flags, valid, r, False), valid, open_px,
+                              close_px)
         np.testing.assert_array_equal(
             kernels.clean_decision(flags, valid, r, False, True, open_px, close_px), want)
 
 
 @pytest.mark.parametrize("radius", [1, 3])
-def test_box_mean_and_vote_across_row_blocks(radius):
-    from tests.test_detect_kernels import ref_box_mean, ref_vote_decide
-
-    x = RNG.uniform(200, 3000, (2, TALL, 19)).astype(np.float32)
+def test_vote_across_row_blocks(radius):
     valid = RNG.random((TALL, 19)) < 0.7
-    np.testing.assert_allclose(kernels.box_mean(x, valid, radius), ref_box_mean(x, valid, radius),
-                               rtol=1e-5)
     flags = RNG.integers(0, 64, (TALL, 19)).astype(np.uint8)
     np.testing.assert_array_equal(kernels.vote_decide(flags, valid, radius, True),
                                   ref_vote_decide(flags, valid, radius, True))
