@@ -1981,7 +1981,7 @@ def _add_runs(label, bits, vals, runs, nr, end, lo, hi, out):
         s5, s6, s7, s8, s9 = out[k, 5], out[k, 6], out[k, 7], out[k, 8], out[k, 9]
         n_evid = 0
         n_strong = 0
-        for u in range(t, e):
+        for u in range(np.uint64(t), np.uint64(e)):  # unsigned: no wraparound selects
             f = bits[u]
             bri = np.float64(vals[6, u])
             s1 += vals[0, u]
