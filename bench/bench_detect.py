@@ -283,7 +283,7 @@ def bench_compile(cold):
             print(f"  {label:<30} import {imp:6.2f} s   first call {first:6.2f} s wall "
                   f"({cpu:6.2f} s cpu)", flush=True)
     if not cold:
-        print("  cold start skipped in --quick (about 30 s of compilation on an idle machine)")
+        print("  cold start skipped in --quick (about 40 s of compilation on an idle 2-core machine)")
 
 
 def bench_landsat():
