@@ -243,9 +243,15 @@ def read_clear(date: DateImagery, grid: Grid, window: Window, *, resampling: str
     """:func:`read_date`, with the date's cloud masks taken out of its valid mask."""
     data, valid = read_date(date, grid, window, resampling=resampling, decimate=decimate,
                             scene_valid=scene_valid, scenes=scenes, native=native)
+    return data, clear_of_clouds(date, valid, grid, window, decimate=decimate)
+
+
+def clear_of_clouds(date: DateImagery, valid: np.ndarray, grid: Grid, window: Window, *,
+                    decimate: int = 1) -> np.ndarray:
+    """``valid`` with the date-wide cloud masks of ``date`` taken out (in place; returned)."""
     if date.cloud_masks and valid.any():
         valid &= ~date_clouds(date, date.cloud_masks, grid, window, decimate=decimate)
-    return data, valid
+    return valid
 
 
 def read_pair(before: DateImagery, after: DateImagery, grid: Grid, window: Window, *,

@@ -19,7 +19,7 @@ from tiles.errors import TileError
 from tiles.footprint import grow, mask_polygon, outline
 from tiles.grid import Grid
 from tiles.imagery import DateImagery
-from tiles.reader import date_clouds, describe, grid_view, read_date
+from tiles.reader import clear_of_clouds, describe, grid_view, read_date
 
 log = logging.getLogger("tianyan")
 
@@ -93,19 +93,12 @@ def sample_pair(before: DateImagery, after: DateImagery, grid: Grid, decimate: i
                                        scene_valid=seen)
                     ca, va = read_date(after, grid, full, resampling=resampling, decimate=decimate,
                                        scene_valid=seen)
-                    cv = vb & va
-                    for date in (before, after):
-                        if date.cloud_masks and cv.any():
-                            cv &= ~date_clouds(date, date.cloud_masks, grid, full,
-                                               decimate=decimate)
+                    va = clear_of_clouds(after, va, grid, full, decimate=decimate)
+                    cv = clear_of_clouds(before, vb & va, grid, full, decimate=decimate)
                     if reference is not None:
                         cr, vr = read_date(reference, grid, full, resampling=resampling,
                                            decimate=decimate, scene_valid=seen)
-                        vr &= va
-                        for date in (after, reference):
-                            if date.cloud_masks and vr.any():
-                                vr &= ~date_clouds(date, date.cloud_masks, grid, full,
-                                                   decimate=decimate)
+                        vr = clear_of_clouds(reference, vr & va, grid, full, decimate=decimate)
                 except TileError as exc:
                     failed.append(str(exc))
                     log.warning("sample: %s (window %s left out of the fit)", exc, describe(full))
