@@ -177,7 +177,8 @@ class ChangeModel:
     IR-MAD transform (bands ``idx`` of the arrays): means, canonical vectors
     ``a``/``b`` (columns, ascending canonical correlation ``rho``), MAD standard
     deviations ``sigma`` used by the test (robust, see DetectParams.robust_scale)
-    and ``sigma_irmad`` = sqrt(2 (1 - rho)). Radiometric normalisation per array band:
+    and ``sigma_irmad`` = sqrt(2 (1 - rho)); ``iterations`` over the whole sample after
+    ``coarse_iterations`` on a regular subsample of it (``statistic.fit_irmad``). Radiometric normalisation per array band:
     ``after_norm = gain * after + offset`` (DN; gain 1, offset 0 for skipped
     bands). ``noise``: no-change standard deviation of d_ndvi, d_ndwi, d_bright.
     """
@@ -196,6 +197,7 @@ class ChangeModel:
     sigma_irmad: list = field(default_factory=list)
     iterations: int = 0
     converged: bool = False
+    coarse_iterations: int = 0
     n_pixels: int = 0
     n_invariant: int = 0
     scale: float = 1e-4
@@ -361,6 +363,7 @@ def fit_model(before, after, valid, bands, params) -> ChangeModel:
         sigma_irmad=fit.sigma.tolist(),
         gain=gain.tolist(), offset=offset.tolist(), noise=noise,
         iterations=int(fit.iterations), converged=bool(fit.converged),
+        coarse_iterations=int(fit.coarse_iterations),
         n_pixels=n, n_invariant=int(inv.sum()), scale=float(params.reflectance_scale))
 
 

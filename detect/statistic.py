@@ -11,6 +11,8 @@ Each iteration is one streaming Numba pass over the pixels in memory
 (``detect.kernels.irmad_moments``): the no-change weights of the previous
 transform and the weighted moments they give, with no weight image written; the
 generalised eigenproblem is solved outside Numba with a Cholesky factor and ``eigh``.
+On a large sample the iterations start on a regular subsample of it and go on over the
+whole sample from the transform they reached (:data:`COARSE_PIXELS`).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class IRMADFit:
     converged: bool
     weights: np.ndarray  # (h, w) float32 final no-change weights (0 where invalid)
     cov: np.ndarray  # (2p, 2p) final weighted joint covariance
+    coarse_iterations: int = 0  # iterations on the regular subsample before ``iterations``
 
 
 def moments(x, y, idx, weight, shift=None):
@@ -159,7 +162,14 @@ def robust_sigma(x, y, idx, valid, mean_x, mean_y, a, b):
     return 1.4826 * deviation
 
 
-def fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=1e-6):
+COARSE_PIXELS: int = 65_536
+"""IR-MAD first iterates on a regular subsample of about this many valid pixels, then goes on
+from that transform over all the pixels. The fixed point is the same; the whole sample then
+needs 2-3 passes instead of 15-20, and ends nearer the fixed point (measured in the tests)."""
+
+
+def fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=1e-6,
+              coarse_pixels=COARSE_PIXELS):
     """Iterate IR-MAD on the pixels in memory until the correlations settle.
 
     Parameters
@@ -173,11 +183,14 @@ def fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=1e-6):
     names : sequence of str
         Role of each band of ``idx`` (for error messages).
     max_iter : int
-        Maximum number of reweighting iterations.
+        Maximum number of reweighting iterations (on the subsample, then again on all pixels).
     tol : float
         Stop when max |delta rho| < tol.
     ridge : float
         See :func:`canonical`.
+    coarse_pixels : int
+        With at least 4 x this many valid pixels, iterate first on every k-th row and column
+        (about this many valid pixels); 0 never does.
 
     Returns
     -------
@@ -192,28 +205,51 @@ def fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=1e-6):
         shift = np.nan_to_num(shift)
     else:
         shift = np.zeros(2 * p)
-    rho_old = None
-    converged = False
+    state, coarse_it = None, 0
+    n = int(np.count_nonzero(valid))
+    step = int(np.sqrt(n / coarse_pixels)) if coarse_pixels > 0 else 1
+    if step >= 2:
+        xs, ys, vs = (np.ascontiguousarray(a[..., ::step, ::step]) for a in (x, y, valid))
+        if np.count_nonzero(vs) >= coarse_pixels // 4:
+            try:
+                state, coarse_it, _ = _iterate(xs, ys, idx, vs, names, None, shift, max_iter,
+                                               tol, ridge)
+            except InputError:
+                pass  # judge the bands on all the pixels, not on the subsample
+    # on all the pixels, from the subsample's transform
+    (mean, a, b, rho, sigma, cov), it, converged = _iterate(
+        x, y, idx, valid, names, state, shift, max_iter, tol, ridge)
+    _, weight = kernels.mad_chi2(x, y, idx, valid, mean[:p], mean[p:], a, b, 1.0 / sigma)
+    return IRMADFit(mean_x=mean[:p], mean_y=mean[p:], a=a, b=b, rho=rho, sigma=sigma,
+                    iterations=it, converged=converged, weights=weight, cov=cov,
+                    coarse_iterations=coarse_it)
+
+
+def _iterate(x, y, idx, valid, names, state, shift, max_iter, tol, ridge):
+    """IR-MAD iterations from ``state`` (mean, a, b, rho, sigma, cov), or from equal weights
+    (and the band checks) when it is None. Returns (state, iterations, converged)."""
+    p = idx.size
+    rho_old = None  # two passes here at least: the subsample's rho may match by chance
+    if state is not None:
+        shift = state[0]
     it = 0
     for it in range(1, max_iter + 1):
         # one pass per iteration: the weights of the last transform and their moments
-        if it == 1:
+        if state is None:
             sums = kernels.weighted_moments(x, y, idx, valid.astype(np.float32), shift)
         else:
+            mean, a, b, _, sigma, _ = state
             sums = kernels.irmad_moments(x, y, idx, valid, mean[:p], mean[p:], a, b, 1.0 / sigma)
         sw, mean, cov = _from_sums(*sums, shift)
         if not sw > 0:
             raise InputError("IR-MAD has no pixel with weight > 0: the valid mask is empty "
                              "or every pixel is NaN; check nodata and cloud masks")
-        if it == 1:
+        if state is None:
             check_bands(mean, cov, p, names)
         shift = mean
         a, b, rho = canonical(cov, p, ridge)
-        sigma = mad_sigma(rho)
+        state = (mean, a, b, rho, mad_sigma(rho), cov)
         if rho_old is not None and np.max(np.abs(rho - rho_old)) < tol:
-            converged = True
-            break
+            return state, it, True
         rho_old = rho
-    _, weight = kernels.mad_chi2(x, y, idx, valid, mean[:p], mean[p:], a, b, 1.0 / sigma)
-    return IRMADFit(mean_x=mean[:p], mean_y=mean[p:], a=a, b=b, rho=rho, sigma=sigma,
-                    iterations=it, converged=converged, weights=weight, cov=cov)
+    return state, it, False

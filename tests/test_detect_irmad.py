@@ -16,14 +16,20 @@ from detect.statistic import canonical, fit_irmad
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landsat_taizhou_nanjing"
 
 
-def reference_irmad(x, y, valid, max_iter=30, tol=1e-3):
-    """Nielsen (2007) IR-MAD written directly: np.cov with weights, generalised eigh."""
+def reference_irmad(x, y, valid, max_iter=30, tol=1e-3, start=None):
+    """Nielsen (2007) IR-MAD written directly: np.cov with weights, generalised eigh.
+
+    ``start`` (m, A, B, rho) of an earlier fit: begin with its no-change weights."""
     p = x.shape[0]
     X = x[:, valid].astype(np.float64)
     Y = y[:, valid].astype(np.float64)
     Z = np.vstack([X, Y])
     w = np.ones(X.shape[1])
     rho_old = None
+    if start is not None:
+        m, A, B, rho0 = start
+        mad = A.T @ (X - m[:p, None]) - B.T @ (Y - m[p:, None])
+        w = chi2.sf(((mad / np.sqrt(2 * (1 - rho0))[:, None]) ** 2).sum(axis=0), p)
     for it in range(1, max_iter + 1):
         c = np.cov(Z, aweights=w, bias=True)
         s11, s22, s12 = c[:p, :p], c[p:, p:], c[:p, p:]
@@ -39,7 +45,7 @@ def reference_irmad(x, y, valid, max_iter=30, tol=1e-3):
         if rho_old is not None and np.max(np.abs(rho - rho_old)) < tol:
             break
         rho_old = rho
-    return rho, A, B, it, s11, s12
+    return rho, A, B, it, s11, s12, m
 
 
 def random_pair(seed, h=60, w=70, p=4, frac_change=0.1):
@@ -56,8 +62,8 @@ def random_pair(seed, h=60, w=70, p=4, frac_change=0.1):
 def check_against_reference(x, y, valid, names):
     idx = np.arange(x.shape[0], dtype=np.int64)
     fit = fit_irmad(x, y, idx, valid, names, max_iter=30, tol=1e-3, ridge=0.0)
-    rho, A, B, it, s11, s12 = reference_irmad(x, y, valid)
-    assert fit.iterations == it
+    rho, A, B, it, s11, s12, _ = reference_irmad(x, y, valid)
+    assert fit.iterations == it and fit.coarse_iterations == 0
     np.testing.assert_allclose(fit.rho, rho, rtol=1e-6, atol=1e-8)
     # canonical vectors agree up to the sign convention, which we check separately
     np.testing.assert_allclose(np.abs(fit.a), np.abs(A), rtol=1e-4, atol=1e-9)
@@ -95,6 +101,51 @@ def test_irmad_matches_reference_on_landsat():
     valid = np.ones(x.shape[1:], bool)
     fit = check_against_reference(x, y, valid, ["blue", "green", "red", "nir", "swir"])
     assert fit.converged and 0.3 < fit.rho[0] < fit.rho[-1] < 1.0
+
+
+def test_coarse_start_matches_reference_schedule():
+    """Iterations on every 4th row and column, then on all pixels from that transform, equal
+    the reference run the same way."""
+    x, y = random_pair(7, h=240, w=280)
+    valid = np.random.default_rng(7).random(x.shape[1:]) > 0.05
+    idx = np.arange(4, dtype=np.int64)
+    fit = fit_irmad(x, y, idx, valid, ["blue", "green", "red", "nir"], ridge=0.0,
+                    coarse_pixels=4096)  # int(sqrt(63800 / 4096)) = 3: every 3rd pixel
+    xs, ys, vs = (np.ascontiguousarray(a[..., ::3, ::3]) for a in (x, y, valid))
+    rho_c, A, B, it_c, _, _, m = reference_irmad(xs, ys, vs)
+    rho, A, B, it, _, _, _ = reference_irmad(x, y, valid, start=(m, A, B, rho_c))
+    assert (fit.coarse_iterations, fit.iterations) == (it_c, it)
+    assert it < it_c  # the subsample did most of the work
+    np.testing.assert_allclose(fit.rho, rho, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(np.abs(fit.b), np.abs(B), rtol=1e-4, atol=1e-9)
+
+
+def test_coarse_start_ends_near_the_fixed_point_on_landsat():
+    """On the real Nanjing pair (640,000 px: the subsample is every 3rd pixel) the coarse
+    start lands as near the fixed point (the reference iterated to 1e-9) as iterating on all
+    pixels from equal weights does, and nearer than 3 x tol."""
+    path = DATA / "Nanjing" / "LT51200382000124BJC00_Nanjing"
+    if not path.exists():
+        pytest.skip(f"real Landsat data not found at {DATA}")
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path) as src:
+            x = src.read(indexes=[1, 2, 3, 4, 5]).astype(np.float32)
+        with rasterio.open(DATA / "Nanjing" / "LT51200382002193BJC00_Nanjing") as src:
+            y = src.read(indexes=[1, 2, 3, 4, 5]).astype(np.float32)
+    valid = np.ones(x.shape[1:], bool)
+    idx = np.arange(5, dtype=np.int64)
+    names = ["blue", "green", "red", "nir", "swir"]
+    fixed = reference_irmad(x, y, valid, max_iter=500, tol=1e-9)[0]
+    coarse = fit_irmad(x, y, idx, valid, names, ridge=0.0)
+    plain = fit_irmad(x, y, idx, valid, names, ridge=0.0, coarse_pixels=0)
+    assert coarse.coarse_iterations > 0 and plain.coarse_iterations == 0
+    err_coarse = np.abs(coarse.rho - fixed).max()
+    err_plain = np.abs(plain.rho - fixed).max()
+    assert err_coarse < 3e-3 and err_coarse <= err_plain + 1e-4
+    assert coarse.iterations < plain.iterations
 
 
 def test_ridge_only_perturbs_slightly():
