@@ -17,7 +17,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landsat
 
 
 def reference_irmad(x, y, valid, max_iter=30, tol=1e-3, start=None):
-    """Nielsen (2007) IR-MAD written directly: np.cov with weights, generalised eigh.
+    """Nielsen (2007) IR-MAD written directly: weighted covariance, generalised eigh.
 
     ``start`` (m, A, B, rho) of an earlier fit: begin with its no-change weights."""
     p = x.shape[0]
@@ -31,14 +31,15 @@ def reference_irmad(x, y, valid, max_iter=30, tol=1e-3, start=None):
         mad = A.T @ (X - m[:p, None]) - B.T @ (Y - m[p:, None])
         w = chi2.sf(((mad / np.sqrt(2 * (1 - rho0))[:, None]) ** 2).sum(axis=0), p)
     for it in range(1, max_iter + 1):
-        c = np.cov(Z, aweights=w, bias=True)
+        m = Z @ w / w.sum()  # the weighted mean and covariance (np.cov with aweights, bias)
+        Zc = Z - m[:, None]
+        c = (Zc * w) @ Zc.T / w.sum()
         s11, s22, s12 = c[:p, :p], c[p:, p:], c[:p, p:]
         lam, A = scipy.linalg.eigh(s12 @ np.linalg.solve(s22, s12.T), s11)  # ascending
         rho = np.sqrt(np.clip(lam, 0, 1))
         A = A / np.sqrt(np.diag(A.T @ s11 @ A))
         B = np.linalg.solve(s22, s12.T) @ A
         B = B / np.sqrt(np.diag(B.T @ s22 @ B))
-        m = np.average(Z, axis=1, weights=w)
         mad = A.T @ (X - m[:p, None]) - B.T @ (Y - m[p:, None])
         zz = ((mad / np.sqrt(2 * (1 - rho))[:, None]) ** 2).sum(axis=0)
         w = chi2.sf(zz, p)
@@ -86,25 +87,31 @@ def test_irmad_matches_reference_on_random_data(seed):
     assert fit.weights[~valid].max() == 0.0
 
 
-def test_irmad_matches_reference_on_landsat():
-    path = DATA / "Taizhou" / "2000TM"
-    if not path.exists():
+def landsat_pair(site, before, after):
+    """Bands 1-5 (blue, green, red, nir, swir) of a real Landsat pair, float32; skips without
+    the data."""
+    if not (DATA / site / before).exists():
         pytest.skip(f"real Landsat data not found at {DATA}")
     import rasterio
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with rasterio.open(path) as src:
-            x = src.read(indexes=[1, 2, 3, 4, 5]).astype(np.float32)
-        with rasterio.open(DATA / "Taizhou" / "2003TM") as src:
-            y = src.read(indexes=[1, 2, 3, 4, 5]).astype(np.float32)
+        dates = []
+        for name in (before, after):
+            with rasterio.open(DATA / site / name) as src:
+                dates.append(src.read(indexes=[1, 2, 3, 4, 5]).astype(np.float32))
+    return dates
+
+
+def test_irmad_matches_reference_on_landsat():
+    x, y = landsat_pair("Taizhou", "2000TM", "2003TM")
     valid = np.ones(x.shape[1:], bool)
     fit = check_against_reference(x, y, valid, ["blue", "green", "red", "nir", "swir"])
     assert fit.converged and 0.3 < fit.rho[0] < fit.rho[-1] < 1.0
 
 
 def test_coarse_start_matches_reference_schedule():
-    """Iterations on every 4th row and column, then on all pixels from that transform, equal
+    """Iterations on every 3rd row and column, then on all pixels from that transform, equal
     the reference run the same way."""
     x, y = random_pair(7, h=240, w=280)
     valid = np.random.default_rng(7).random(x.shape[1:]) > 0.05
@@ -122,29 +129,21 @@ def test_coarse_start_matches_reference_schedule():
 
 def test_coarse_start_ends_near_the_fixed_point_on_landsat():
     """On the real Nanjing pair (640,000 px: the subsample is every 3rd pixel) the coarse
-    start lands as near the fixed point (the reference iterated to 1e-9) as iterating on all
-    pixels from equal weights does, and nearer than 3 x tol."""
-    path = DATA / "Nanjing" / "LT51200382000124BJC00_Nanjing"
-    if not path.exists():
-        pytest.skip(f"real Landsat data not found at {DATA}")
-    import rasterio
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with rasterio.open(path) as src:
-            x = src.read(indexes=[1, 2, 3, 4, 5]).astype(np.float32)
-        with rasterio.open(DATA / "Nanjing" / "LT51200382002193BJC00_Nanjing") as src:
-            y = src.read(indexes=[1, 2, 3, 4, 5]).astype(np.float32)
+    start lands nearer the fixed point (the reference iterated to 1e-5) than iterating on all
+    pixels from equal weights does (measured: 2.8e-3 after 21 + 6 iterations against 7.2e-3
+    after 19; IR-MAD converges slowly, so a step below tol = 1e-3 is not 1e-3 from it)."""
+    x, y = landsat_pair("Nanjing", "LT51200382000124BJC00_Nanjing",
+                        "LT51200382002193BJC00_Nanjing")
     valid = np.ones(x.shape[1:], bool)
     idx = np.arange(5, dtype=np.int64)
     names = ["blue", "green", "red", "nir", "swir"]
-    fixed = reference_irmad(x, y, valid, max_iter=500, tol=1e-9)[0]
+    fixed = reference_irmad(x, y, valid, max_iter=500, tol=1e-5)[0]
     coarse = fit_irmad(x, y, idx, valid, names, ridge=0.0)
     plain = fit_irmad(x, y, idx, valid, names, ridge=0.0, coarse_pixels=0)
     assert coarse.coarse_iterations > 0 and plain.coarse_iterations == 0
     err_coarse = np.abs(coarse.rho - fixed).max()
     err_plain = np.abs(plain.rho - fixed).max()
-    assert err_coarse < 3e-3 and err_coarse <= err_plain + 1e-4
+    assert err_coarse < 5e-3 and err_coarse < err_plain
     assert coarse.iterations < plain.iterations
 
 
