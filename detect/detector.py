@@ -178,9 +178,9 @@ class ChangeModel:
     ``a``/``b`` (columns, ascending canonical correlation ``rho``), MAD standard
     deviations ``sigma`` used by the test (robust, see DetectParams.robust_scale)
     and ``sigma_irmad`` = sqrt(2 (1 - rho)); ``iterations`` over the whole sample after
-    ``coarse_iterations`` on a regular subsample of it (``statistic.fit_irmad``). Radiometric normalisation per array band:
-    ``after_norm = gain * after + offset`` (DN; gain 1, offset 0 for skipped
-    bands). ``noise``: no-change standard deviation of d_ndvi, d_ndwi, d_bright.
+    ``coarse_iterations`` on a regular subsample of it (``statistic.fit_irmad``).
+    Radiometric normalisation per array band: ``after_norm = gain * after + offset`` (DN;
+    gain 1, offset 0 for skipped bands). ``noise``: no-change standard deviation of d_ndvi, d_ndwi, d_bright.
     """
 
     bands: tuple

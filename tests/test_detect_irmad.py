@@ -12,6 +12,7 @@ from scipy.stats import chi2
 
 from detect.normalize import orthogonal_regression
 from detect.statistic import canonical, fit_irmad
+from tiles.errors import InputError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landsat_taizhou_nanjing"
 
@@ -125,6 +126,29 @@ def test_coarse_start_matches_reference_schedule():
     assert it < it_c  # the subsample did most of the work
     np.testing.assert_allclose(fit.rho, rho, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(np.abs(fit.b), np.abs(B), rtol=1e-4, atol=1e-9)
+
+
+def test_coarse_start_judges_the_bands_on_all_pixels():
+    """A band constant on the subsample but not on the whole sample is no error: the fit starts
+    from equal weights on all pixels instead. Constant and duplicate bands of the whole sample
+    still raise, with the subsample in use."""
+    x, y = random_pair(8, h=240, w=280)
+    valid = np.ones(x.shape[1:], bool)
+    idx = np.arange(4, dtype=np.int64)
+    names = ["blue", "green", "red", "nir"]
+    xc = x.copy()
+    xc[2, ::4, ::4] = 1234.0  # int(sqrt(67200 / 4096)) = 4: the subsample sees a constant red
+    fit = fit_irmad(xc, y, idx, valid, names, coarse_pixels=4096)
+    plain = fit_irmad(xc, y, idx, valid, names, coarse_pixels=0)
+    assert fit.coarse_iterations == 0 and fit.iterations == plain.iterations
+    np.testing.assert_array_equal(fit.rho, plain.rho)
+    xc[2] = 1234.0
+    with pytest.raises(InputError, match="'red' of the before image is constant"):
+        fit_irmad(xc, y, idx, valid, names, coarse_pixels=4096)
+    yd = y.copy()
+    yd[1] = yd[0]
+    with pytest.raises(InputError, match="'blue' and 'green' of the after image are duplicates"):
+        fit_irmad(x, yd, idx, valid, names, coarse_pixels=4096)
 
 
 def test_coarse_start_ends_near_the_fixed_point_on_landsat():
