@@ -31,10 +31,46 @@ def summarize(gdf: gpd.GeoDataFrame, *, quarter: str, packages: dict, outside: l
                      "vetoed_polygons": int(veto.get("polygons", 0)), "vetoed_m2": m2,
                      "vetoed_mu": round(m2 * 3 / 2000, 2)}
     return {"quarter": quarter, "dates": manifest.get("dates", {}), "reference": reference,
+            "models": {name: model_summary(manifest[key]) for name, key in
+                       (("pair", "model"), ("reference", "reference_model")) if manifest.get(key)},
             "run_id": manifest.get("run_id"),
             "config_hash": manifest.get("config_hash"), "total": block(gdf), "counties": counties,
             "outside_counties": outside, "failed_tiles": failed_tiles,
             "failed_counties": failed_counties, "layers": overlay_report.get("layers", {})}
+
+
+def model_summary(model: dict) -> dict:
+    """What an analyst checks of a scene-wide detector fit (``ChangeModel.to_dict()``): IR-MAD's
+    iterations and canonical correlations, and the radiometric normalisation of the after date
+    (``after_norm = gain * after + offset``, DN) per band of the statistic, from how many
+    invariant pixels of the sample."""
+    return {"iterations": int(model["iterations"]),
+            "coarse_iterations": int(model.get("coarse_iterations", 0)),
+            "converged": bool(model["converged"]), "rho": [round(float(r), 4) for r in model["rho"]],
+            "n_pixels": int(model["n_pixels"]), "n_invariant": int(model["n_invariant"]),
+            "normalisation": {model["bands"][i]: {"gain": round(float(model["gain"][i]), 4),
+                                                  "offset": round(float(model["offset"][i]), 1)}
+                              for i in model["idx"]}}
+
+
+def _models_html(models: dict, dates: dict) -> str:
+    """The report's section on the fitted models: one paragraph and one table per date pair."""
+    e = html.escape
+    parts = []
+    for name, m in models.items():
+        first = dates.get("before" if name == "pair" else "reference", "")
+        pair = f"{'前时相' if name == 'pair' else '参考时相'} {first} → 后时相 {dates.get('after', '')}"
+        its = (f"先在子样本上 {m['coarse_iterations']} 次、再在全部样本上 {m['iterations']} 次"
+               if m["coarse_iterations"] else f"{m['iterations']} 次")
+        state = "已收敛" if m["converged"] else "未收敛（达到 max_iter，请检查两期影像）"
+        rows = "".join(f"<tr><td>{e(band)}</td><td>{g['gain']:.4f}</td><td>{g['offset']:.1f}</td></tr>"
+                       for band, g in m["normalisation"].items())
+        parts.append(
+            f"<h3>{e(pair)}</h3><p>IR-MAD 迭代{its}，{state}；典型相关系数 ρ = "
+            f"{', '.join(f'{r:.4f}' for r in m['rho'])}。后时相按不变像元 {m['n_invariant']:,} 个"
+            f"（样本 {m['n_pixels']:,} 个）做辐射归一化：归一化值 = 增益 × DN + 偏移。</p>"
+            f"<table><tr><th>波段</th><th>增益</th><th>偏移(DN)</th></tr>{rows}</table>")
+    return "".join(parts) or "<p>无</p>"
 
 
 def _reference_text(reference: dict) -> str:
@@ -77,6 +113,8 @@ td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:nth-child(2){{
 <h2>未再次下发的重复图斑</h2>
 {('<table><tr><th>行政区代码</th><th>前期监测编号</th><th>前期核查结果</th><th>理由</th></tr>' + held + '</table>') if held else '<p>无</p>'}
 <h2>失败的瓦片或县</h2><ul>{failed or '<li>无</li>'}</ul>
+<h2>检测模型（全景拟合）</h2>
+{_models_html(summary.get('models') or {}, summary['dates'])}
 </body></html>
 """
     write_text(path, doc)

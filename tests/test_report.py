@@ -25,3 +25,34 @@ def test_summary_counts_and_areas_by_county_level_and_type(tmp_path):
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "&lt;script&gt;" in html and "示例 &lt;省&gt;" in html
     assert "disk full" in html and "未生成" in html
+
+
+def test_report_shows_the_fitted_normalisation(tmp_path):
+    """The after date is the before date x 1.07 + 250 DN plus noise, with changes: the report gives
+    gain 1 / 1.07 and offset -250 / 1.07 per band (after_norm = gain x after + offset), and says
+    how IR-MAD ran."""
+    import numpy as np
+
+    from detect.detector import DetectParams, fit_model
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (4, 200, 200)) * np.array([300, 400, 500, 900])[:, None, None] + 1500
+    y = 1.07 * x + 250 + rng.normal(0, 20, x.shape)
+    y[:, :40, :40] += 2000  # a changed corner: not invariant
+    bands = ("blue", "green", "red", "nir")
+    model = fit_model(x.astype(np.float32), y.astype(np.float32), np.ones((200, 200), bool), bands,
+                      DetectParams()).to_dict()
+    gdf = gpd.GeoDataFrame({"XZQDM": [], "XZQMC": [], "YXJ": [], "TBLX": [], "JCMJM": [],
+                            "GDMJ": [], "JBNTMJ": []}, geometry=[], crs="EPSG:4545")
+    s = summarize(gdf, quarter="2026Q3", packages={}, outside=[], failed_tiles={},
+                  failed_counties={}, manifest={"dates": {"before": "2026-05-18", "after": "2026-08-23"},
+                                                "model": model}, overlay_report={})
+    m = s["models"]["pair"]
+    assert list(m["normalisation"]) == list(bands) and "reference" not in s["models"]
+    for g in m["normalisation"].values():
+        assert abs(g["gain"] - 1 / 1.07) < 0.005 and abs(g["offset"] + 250 / 1.07) < 15
+    assert m["converged"] and m["n_invariant"] <= m["n_pixels"] == 40000
+    write_html(tmp_path / "r.html", s, "示例")
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "前时相 2026-05-18 → 后时相 2026-08-23" in html and "已收敛" in html
+    assert f"<td>blue</td><td>{m['normalisation']['blue']['gain']:.4f}</td>" in html
