@@ -53,6 +53,17 @@ def model_summary(model: dict) -> dict:
                               for i in model["idx"]}}
 
 
+def model_text(model: dict) -> str:
+    """One log line on a fitted model (:func:`model_summary`)."""
+    m = model_summary(model)
+    its = (f"{m['coarse_iterations']} + {m['iterations']}" if m["coarse_iterations"]
+           else f"{m['iterations']}")
+    norm = ", ".join(f"{b} {g['gain']:.4f}/{g['offset']:+.1f}" for b, g in m["normalisation"].items())
+    return (f"IR-MAD {its} iterations, {'converged' if m['converged'] else 'NOT converged'}, "
+            f"rho {', '.join(f'{r:.4f}' for r in m['rho'])}; the after date normalised from "
+            f"{m['n_invariant']:,} invariant px, gain/offset (DN): {norm}")
+
+
 def _models_html(models: dict, dates: dict) -> str:
     """The report's section on the fitted models: one paragraph and one table per date pair."""
     e = html.escape

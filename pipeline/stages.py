@@ -39,7 +39,7 @@ from pipeline.executor import default_workers, run_tasks
 from pipeline.package import write_county_package
 from pipeline.quarter import Quarter
 from pipeline.registry import link_to_earlier, record_issued
-from pipeline.rundir import RunDir, now_iso
+from pipeline.rundir import RunDir
 from pipeline.schema import VERDICT_FIELDS, order_columns
 from tiles.errors import InputError, InputFileError, TianyanError
 from tiles.grid import Grid, Tile, make_grid, make_tiles
@@ -141,6 +141,7 @@ def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params:
     before.footprints = sample.footprints["before"]
     after.footprints = sample.footprints["after"]
     model = fit_model(sample.before, sample.after, sample.valid, before.roles, params)
+    log.info("scene-wide fit, before -> after: %s", run_report.model_text(model.to_dict()))
     reference_model = None
     if reference is not None:
         reference.footprints = sample.footprints["reference"]
@@ -150,6 +151,8 @@ def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params:
         except InputError as exc:
             raise InputError(f"{reference.files[0]}: the reference date cannot be compared with the "
                              f"after date ({exc}); check [imagery].reference or leave it empty") from None
+        log.info("scene-wide fit, reference -> after: %s",
+                 run_report.model_text(reference_model.to_dict()))
     return model, decimate, reference_model
 
 

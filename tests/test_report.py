@@ -56,3 +56,14 @@ def test_report_shows_the_fitted_normalisation(tmp_path):
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "前时相 2026-05-18 → 后时相 2026-08-23" in html and "已收敛" in html
     assert f"<td>blue</td><td>{m['normalisation']['blue']['gain']:.4f}</td>" in html
+
+
+def test_model_log_line_names_each_band_gain_and_offset():
+    model = {"iterations": 6, "coarse_iterations": 21, "converged": False, "rho": [0.5, 0.9],
+             "n_pixels": 1000, "n_invariant": 1234, "bands": ["red", "-", "nir"], "idx": [0, 2],
+             "gain": [1.25, 1.0, 0.875], "offset": [-12.34, 0.0, 7.0]}
+    from pipeline.report import model_text
+
+    assert model_text(model) == (
+        "IR-MAD 21 + 6 iterations, NOT converged, rho 0.5000, 0.9000; the after date normalised "
+        "from 1,234 invariant px, gain/offset (DN): red 1.2500/-12.3, nir 0.8750/+7.0")
