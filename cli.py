@@ -148,7 +148,7 @@ def demo(out, size, workers):
 
     out = Path(out)
     log.info("generating the demo region in %s (%d x %d px)", out, size, size)
-    paths = make_demo(out, width=size, height=size)
+    make_demo(out, width=size, height=size)
     cfg = load_config(out / "demo.toml")
     rd, outcome = run_quarter(cfg, Quarter.parse("2026Q3"), fresh=True, workers=workers)
     changes = read_changes(rd.path / "changes.gpkg")
@@ -193,17 +193,33 @@ def _summary_text(summary: dict, run_path: Path) -> str:
 @click.option("--reference", type=click.Path(dir_okay=False),
               help="Optional third date, the same season a year earlier: changes whose after state "
                    "was already there then (a paddy flooded as every year) are dropped.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A [detect] parameter (repeatable), e.g. --set reflectance_scale=1 for "
+                   "reflectance 0-1, --set significance=0.001.")
 @handle_errors
-def detect(before, after, out, bands, min_area, tile_size, probability, reference):
+def detect(before, after, out, bands, min_area, tile_size, probability, reference, settings):
     """Detect change on one pair of rasters (no overlay), for ad hoc checks.
 
     \b
     Example:
       tianyan detect before.tif after.tif -o changes.gpkg --bands blue,green,red,nir
       tianyan detect 2026-05.tif 2026-08.tif --reference 2025-08.tif -o changes.gpkg
+      tianyan detect a.tif b.tif -o changes.gpkg --set reflectance_scale=1
     """
+    from pipeline.config import tomllib
     from pipeline.pair import detect_pair
     from tiles.errors import ConfigError
+
+    options = {}
+    for item in settings:
+        key, eq, value = item.partition("=")
+        try:
+            options[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"] if eq else None
+        except tomllib.TOMLDecodeError:
+            options[key.strip()] = None
+        if not eq or not key.strip() or options[key.strip()] is None:
+            raise ConfigError(f"--set {item!r}: give KEY=VALUE with a number or true/false, "
+                              "e.g. --set reflectance_scale=1")
 
     roles = None
     if bands:
@@ -213,7 +229,8 @@ def detect(before, after, out, bands, min_area, tile_size, probability, referenc
         if bad:
             raise ConfigError(f"--bands: unknown role {bad[0]!r} (use blue, green, red, nir, swir or -)")
     result = detect_pair(before, after, out, bands=roles, min_area_m2=min_area, tile_size=tile_size,
-                         probability=probability, reference_path=reference)
+                         probability=probability, reference_path=reference,
+                         detect_options=options)
     click.echo(f"{len(result)} change polygon(s) -> {out}")
 
 

@@ -367,6 +367,34 @@ def fit_model(before, after, valid, bands, params) -> ChangeModel:
         n_pixels=n, n_invariant=int(inv.sum()), scale=float(params.reflectance_scale))
 
 
+VISIBLE_REFLECTANCE: tuple = (0.02, 0.8)
+"""The median visible reflectance a date can have over its valid pixels, from a scene mostly of
+water to one of bright bare land: outside it, DN x reflectance_scale is not reflectance."""
+
+
+def reflectance_warning(data, valid, bands, scale) -> str | None:
+    """Why ``data`` x ``scale`` does not look like reflectance, or None.
+
+    The rules' brightness thresholds are reflectance (DN x ``reflectance_scale``): reflectance
+    0-1 or 8-bit DN read with the uint16 x 10000 default look 10-10,000 times too dark, and the
+    brightness rules then fail without a sign. ``data`` (nbands, h, w) DN, e.g. the scene-wide
+    sample; the test is the median over ``valid`` pixels of the mean visible band. None
+    without a visible band or a valid pixel.
+    """
+    vis = [i for i, role in enumerate(bands) if role in ("blue", "green", "red")]
+    valid = np.asarray(valid, bool)
+    if not vis or not valid.any():
+        return None
+    dn = float(np.median(np.asarray(data)[vis][:, valid].mean(axis=0)))
+    lo, hi = VISIBLE_REFLECTANCE
+    if lo <= dn * scale <= hi:
+        return None
+    return (f"the median visible DN {dn:.4g} x reflectance_scale {scale:g} = {dn * scale:.3g} is "
+            f"not the reflectance of a scene ({lo:g}-{hi:g}); set reflectance_scale so that DN x "
+            f"scale is reflectance 0-1: 1 for reflectance, 1e-4 for reflectance x 10000, "
+            f"{1 / 255:.4f} for 8-bit DN")
+
+
 def _index_noise(x, y, v, weights, roles, gain, offset, scale):
     """No-change-weighted standard deviation of the index differences (dict of floats)."""
     _, _, sd = kernels.index_noise(x, y, v, np.ascontiguousarray(weights, np.float32), roles,
@@ -491,4 +519,4 @@ def decide(flags, valid, params):
 
 
 __all__ = ["HALO_PX", "DetectParams", "ChangeModel", "ChangeLayers", "fit_model",
-           "detect_tile", "reference_masks", "ROLES"]
+           "detect_tile", "reference_masks", "reflectance_warning", "ROLES"]

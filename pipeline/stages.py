@@ -23,7 +23,8 @@ import pandas as pd
 from rasterio.windows import Window
 
 from detect.classify import classify, with_persistence
-from detect.detector import HALO_PX, ChangeModel, DetectParams, detect_tile, fit_model
+from detect.detector import (HALO_PX, ChangeModel, DetectParams, detect_tile, fit_model,
+                             reflectance_warning)
 from detect.merge import apply_mmu, apply_reference, merge_seams
 from detect.objects import empty_parts, tile_objects
 from overlay.layers import code_text, read_layer
@@ -140,6 +141,12 @@ def fit_scene_model(before: DateImagery, after: DateImagery, grid: Grid, params:
                          f"(all nodata or cloud)")
     before.footprints = sample.footprints["before"]
     after.footprints = sample.footprints["after"]
+    for date, data, valid in ((before, sample.before, sample.valid), (after, sample.after, sample.valid),
+                              (reference, sample.reference, sample.reference_valid)):
+        why = date is not None and reflectance_warning(data, valid, date.roles, params.reflectance_scale)
+        if why:
+            log.warning("%s: %s ([detect] reflectance_scale; tianyan detect --set reflectance_scale=...)",
+                        date.files[0], why)
     model = fit_model(sample.before, sample.after, sample.valid, before.roles, params)
     log.info("scene-wide fit, before -> after: %s", run_report.model_text(model.to_dict()))
     reference_model = None

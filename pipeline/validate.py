@@ -13,13 +13,14 @@ from pyproj import CRS
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from detect.detector import DetectParams, reflectance_warning
 from overlay.layers import layer_info
 from pipeline.config import Config
 from pipeline.quarter import Quarter
 from tiles.errors import TianyanError
 from tiles.grid import footprint, make_grid
 from tiles.imagery import check_pair, open_config_date
-from tiles.reader import date_clouds
+from tiles.reader import date_clouds, read_date
 
 FREE_DISK_MB = 2048
 MIN_OVERLAP_SHARE = 0.5   # below this share of the after date covered by both dates: a warning
@@ -59,9 +60,11 @@ def validate_inputs(cfg: Config, quarter: Quarter) -> list[tuple[str, str, str]]
             out.append(("OK", "grid", f"{grid.width} x {grid.height} px at {grid.res} m in {grid.crs}"))
             out.append(_check_overlap(dates["after"].image_files(), grid))
             out.extend(_check_dates(dates["before"].date, dates["after"].date, quarter))
+            scale = DetectParams.from_dict(cfg.detect).reflectance_scale
             for d in dates.values():
                 if d.cloud_masks or d.scene_masks:
                     out.append(_check_cloud_share(d, grid))
+                out.append(_check_reflectance(d, grid, scale))
             if "reference" in dates:
                 check_pair(dates["reference"], dates["after"])
                 out.extend(_check_reference_date(dates["reference"].date, dates["before"].date,
@@ -134,6 +137,21 @@ def _check_cloud_share(date, grid) -> tuple[str, str, str]:
     return ("WARN", what, f"{share:.0%} of the grid {marked}: an overcast date, "
                           f"or a class or QA raster read as 'any value above 0' (set "
                           f"[imagery].cloud_mask_values or cloud_mask_bits)")
+
+
+def _check_reflectance(date, grid, scale: float) -> tuple[str, str, str]:
+    """Whether the date's DN x [detect].reflectance_scale reads as reflectance, on every n-th
+    pixel (about 512 per side; see ``detect.detector.reflectance_warning``)."""
+    step = max(1, max(grid.width, grid.height) // 512)
+    what = f"imagery.{date.label} units"
+    try:
+        data, valid = read_date(date, grid, Window(0, 0, grid.width, grid.height), decimate=step)
+    except TianyanError as exc:
+        return ("ERROR", what, str(exc))
+    why = reflectance_warning(data, valid, date.roles, scale)
+    if why:
+        return ("WARN", what, f"{date.files[0]}: {why} ([detect] reflectance_scale)")
+    return ("OK", what, f"DN x reflectance_scale {scale:g} reads as reflectance")
 
 
 def _check_dates(before: str, after: str, quarter: Quarter) -> list[tuple[str, str, str]]:

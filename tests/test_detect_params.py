@@ -67,3 +67,25 @@ def test_band_roles_checked():
         fit_model(x, y, v, ("blue", "green", "red", "infrared"), DetectParams())
     with pytest.raises(ConfigError, match="names 3 bands"):
         fit_model(x, y, v, ("green", "red", "nir"), DetectParams())
+
+
+def test_reflectance_warning_tells_the_units_apart():
+    from detect.detector import reflectance_warning
+
+    rng = np.random.default_rng(3)
+    refl = rng.uniform(0.03, 0.25, (4, 50, 50))     # a land scene, reflectance 0-1
+    valid = np.ones((50, 50), bool)
+    bands = ("blue", "green", "red", "nir")
+    assert reflectance_warning(refl * 10000, valid, bands, 1e-4) is None
+    assert reflectance_warning(refl, valid, bands, 1.0) is None
+    float_msg = reflectance_warning(refl, valid, bands, 1e-4)      # reflectance read as x 10000
+    assert "reflectance_scale 0.0001" in float_msg and "1 for reflectance" in float_msg
+    assert reflectance_warning(refl * 255, valid, bands, 1e-4)     # 8-bit DN: ~0.004
+    assert reflectance_warning(refl * 10000, valid, bands, 1e-3)   # ten times too bright
+    # the median of the visible bands over valid pixels only; none visible or valid: no opinion
+    dark = refl * 10000
+    dark[:, :, :30] = 0.0
+    assert reflectance_warning(dark, valid, bands, 1e-4)
+    assert reflectance_warning(dark, dark[0] > 0, bands, 1e-4) is None
+    assert reflectance_warning(refl, valid, ("nir", "swir", "-", "-"), 1e-4) is None
+    assert reflectance_warning(refl, ~valid, bands, 1e-4) is None
