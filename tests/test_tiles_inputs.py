@@ -282,3 +282,31 @@ def test_stac_without_a_role_is_named(tmp_path):
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(InputFileError, match="not a STAC ItemCollection"):
         open_date("after", str(path), ["green", "red", "nir"], **KW)
+
+
+# ---------------------------------------------------------------------------------------------
+# files without a nodata value
+def test_untagged_zero_fill_is_not_data(tmp_path):
+    """An ortho scene padded with 0 around its tilted footprint and no nodata tag: the pixels 0 in
+    every band are fill; one band at 0 is data; [imagery].nodata, when given, decides alone."""
+    t = Affine(2, 0, 600000, 0, -2, 2400000)
+    x, y = centres(t, 60, 80)
+    data = np.stack([field(k, x, y) for k in range(4)])
+    r, c = np.mgrid[0:60, 0:80]
+    collar = (c + r < 20) | (c - r > 60)                    # two padded corners
+    data[:, collar] = 0.0
+    data[2, 30, 40] = 0.0                                   # a real pixel with one band at 0
+    write(tmp_path / "s" / "scene.tif", data, "EPSG:4545", t, None)
+    grid = Grid("EPSG:4545", 600000.0, 2400000.0, 2.0, 80, 60)
+    roles = ["blue", "green", "red", "nir"]
+    date = open_date("after", str(tmp_path / "s" / "*.tif"), roles, date_override="2026-08-01", **KW)
+    assert date.nodata == [None]
+    _, valid = read_date(date, grid, Window(0, 0, 80, 60))
+    np.testing.assert_array_equal(valid, ~collar)
+    assert valid[30, 40] and collar.sum() > 300
+    _, valid = read_date(date, grid, Window(0, 0, 80, 60), decimate=2)   # centres: odd pixels
+    np.testing.assert_array_equal(valid, ~collar[1::2, 1::2])
+    told = open_date("after", str(tmp_path / "s" / "*.tif"), roles, date_override="2026-08-01",
+                     nodata_override=-9999.0, **KW)
+    _, valid = read_date(told, grid, Window(0, 0, 80, 60))
+    assert valid.all()

@@ -51,7 +51,8 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
     are :func:`read_clear`'s). ``decimate`` > 1 samples every n-th pixel of the grid (nearest),
     which is how the scene-wide fit sees the whole date at a bounded cost. When ``scene_valid``
     is a dict, each scene read stores its own valid mask there under ``(date.label, scene)``: where
-    it has data, clouds or not (what its footprint outlines).
+    it has data, clouds or not (what its footprint outlines). A scene whose files declare no
+    nodata has none but its zero fill: pixels that are 0 in every band (:func:`_not_zero_fill`).
     ``scenes``: indexes into ``date.files`` of the scenes to read, in mosaic order (default: those
     whose footprint meets the window); given, no footprint is consulted. ``native``: when the
     window comes from one file already on the grid, in 8- or 16-bit integers, return them as
@@ -96,6 +97,8 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
                 for k, pos in enumerate(positions):
                     bands[pos] = values[k]
             ok = good if ok is None else np.logical_and(ok, good, out=ok)
+        if all(nd is None for *_, nd in reads):
+            ok &= _not_zero_fill(bands)
         if scene_valid is not None:
             scene_valid[(date.label, scene)] = ok.copy()
         own = date.scene_masks.get(scene)
@@ -133,6 +136,16 @@ def _has_data(values: np.ndarray, nodata, out: np.ndarray | None = None) -> np.n
             np.not_equal(band, np.float32(nodata), out=target)
         if k:
             out &= scratch
+    return out
+
+
+def _not_zero_fill(values: np.ndarray) -> np.ndarray:
+    """(h, w): False where every band is 0. For scenes whose files declare no nodata: ortho
+    products pad the tilted footprint of a scene with 0 and often leave that untagged, and no
+    surface reads 0 in every band (the config's ``[imagery].nodata`` overrides it anyway)."""
+    out = values[0] != 0
+    for band in values[1:]:
+        out |= band != 0
     return out
 
 
