@@ -52,6 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "after_date": "",
         "reference_date": "",
         "nodata": -1,         # -1: the files' own nodata
+        "dn_offset": 0.0,     # 0: each STAC asset's own offset / scale; else DN added to every file
         "resampling": "bilinear",
         "band_files": {},     # role -> what {band} stands for in before/after (one file per band)
         "date_pattern": "",   # regex with (?P<year>)(?P<month>)(?P<day>) or (?P<doy>) for file names

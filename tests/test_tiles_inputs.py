@@ -310,3 +310,62 @@ def test_untagged_zero_fill_is_not_data(tmp_path):
                      nodata_override=-9999.0, **KW)
     _, valid = read_date(told, grid, Window(0, 0, 80, 60))
     assert valid.all()
+
+
+def test_stac_offset_puts_sentinel2_baseline_04_on_its_scale(tmp_path):
+    """Sentinel-2 L2A since processing baseline 04.00: DN = 10000 x reflectance + 1000, which the
+    assets' raster:bands say as scale 0.0001, offset -0.1. Read, the valid pixels are 10000 x
+    reflectance (DN - 1000); nodata stays nodata; plain files and old plans add nothing."""
+    from tiles.imagery import DateImagery
+
+    t = Affine(10, 0, X0, 0, -10, Y0)
+    x, y = centres(t, 40, 40)
+    stac = tmp_path / "s2"
+    assets = {}
+    for k, (role, name) in enumerate((("blue", "B02"), ("green", "B03"), ("red", "B04"), ("nir", "B08"))):
+        dn = field(k, x, y) + 1000.0
+        dn[:5] = 0.0                                           # nodata rows along the top
+        write(stac / f"{name}.tif", dn, "EPSG:32649", t, 0.0)
+        assets[name] = {"href": f"{name}.tif", "roles": ["data"],
+                        "eo:bands": [{"name": name, "common_name": role}],
+                        "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": -0.1}]}
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "S2B_49QGE_20260801",
+            "bbox": [0, 0, 1, 1], "geometry": {"type": "Point", "coordinates": [0, 0]},
+            "properties": {"datetime": "2026-08-01T03:05:41Z"}, "links": [], "assets": assets}
+    (stac / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": [item]}),
+                                     encoding="utf-8")
+    date = open_date("after", str(stac / "items.json"), ["blue", "green", "red", "nir"], **KW)
+    assert date.scene_adds(date.files[0]) == pytest.approx([-1000.0] * 4)
+    date = DateImagery.from_dict(json.loads(json.dumps(date.to_dict())))     # through plan.json
+    grid = make_grid(date.image_files(), date.image_files())
+    data, valid = read_date(date, grid, Window(0, 0, 40, 40))
+    assert not valid[:5].any() and valid[5:].all()
+    for k in range(4):
+        np.testing.assert_allclose(data[k][5:], field(k, x, y)[5:], atol=0.01)
+    old = DateImagery.from_dict({**date.to_dict(), "sources": {
+        date.files[0]: [s[:3] for s in date.sources[date.files[0]]]}})
+    assert old.scene_adds(date.files[0]) == [0.0] * 4
+    np.testing.assert_allclose(read_date(old, grid, Window(0, 0, 40, 40))[0][0][5:],
+                               field(0, x, y)[5:] + 1000.0, atol=0.01)
+
+
+def test_dn_offset_from_the_config_applies_to_every_file(tmp_path):
+    """[imagery].dn_offset = -1000 for files that do not say their offset (.SAFE band files of
+    baseline 04.00): valid pixels lose 1000 DN, nodata stays nodata; 0 adds nothing."""
+    from tiles.imagery import open_config_date
+
+    t = Affine(10, 0, X0, 0, -10, Y0)
+    x, y = centres(t, 30, 30)
+    dn = np.stack([field(k, x, y) + 1000.0 for k in range(4)])
+    dn[:, :4] = 0.0
+    write(tmp_path / "im" / "scene.tif", dn, "EPSG:32649", t, 0.0)
+    imagery = {"after": str(tmp_path / "im" / "*.tif"), "bands": ["blue", "green", "red", "nir"],
+               "after_date": "2026-08-01", "dn_offset": -1000.0}
+    grid = Grid("EPSG:32649", X0, Y0, 10.0, 30, 30)
+    date = open_config_date("after", imagery, **KW)
+    data, valid = read_date(date, grid, Window(0, 0, 30, 30))
+    assert not valid[:4].any() and valid[4:].all()
+    np.testing.assert_allclose(data[2][4:], field(2, x, y)[4:], atol=0.01)
+    plain = open_config_date("after", {**imagery, "dn_offset": 0.0}, **KW)
+    np.testing.assert_allclose(read_date(plain, grid, Window(0, 0, 30, 30))[0][2][4:],
+                               dn[2][4:], atol=0.01)

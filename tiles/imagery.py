@@ -37,8 +37,9 @@ class DateImagery:
 
     ``files`` names the scenes (a multi-band file, or the first band file / asset of a scene);
     ``nodata`` and ``crs`` are per scene. ``indexes`` are the 1-based bands of each role in a
-    multi-band file. ``sources`` maps a scene to ``[path, band, nodata]`` per role when its bands
-    live in several files; ``footprints`` maps a scene to the WKT polygon (processing-grid CRS)
+    multi-band file. ``sources`` maps a scene to ``[path, band, nodata, add]`` per role when its
+    bands live in several files (``add``: DN added to the valid pixels to put them on the
+    product's scale from zero, a STAC asset's offset / scale; 0 for plain files); ``footprints`` maps a scene to the WKT polygon (processing-grid CRS)
     outside which it has no valid data, once the plan has measured it. ``cloud_masks`` mask the
     whole date after the mosaic; ``scene_masks`` maps a scene to the masks of that scene alone
     (see :mod:`tiles.scenemasks`). A mask pixel is cloud when its value is one of
@@ -58,6 +59,7 @@ class DateImagery:
     scene_masks: dict[str, list[str]] = field(default_factory=dict)
     mask_values: list[int] = field(default_factory=list)
     mask_bits: list[int] = field(default_factory=list)
+    dn_offset: float = 0.0          # [imagery].dn_offset: DN added to every file instead of own
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -73,11 +75,18 @@ class DateImagery:
         if scene not in self.sources:
             return [(scene, list(range(len(self.roles))), list(self.indexes), nodata)]
         reads: dict[str, tuple[str, list[int], list[int], float | None]] = {}
-        for pos, (path, band, nd) in enumerate(self.sources[scene]):
+        for pos, (path, band, nd, *_) in enumerate(self.sources[scene]):
             entry = reads.setdefault(path, (path, [], [], nd))
             entry[1].append(pos)
             entry[2].append(int(band))
         return list(reads.values())
+
+    def scene_adds(self, scene: str) -> list[float]:
+        """DN to add to each role's valid pixels of one scene: ``dn_offset`` when set, else the
+        STAC asset's own offset / scale (0 for plain files and plans written without it)."""
+        if self.dn_offset:
+            return [float(self.dn_offset)] * len(self.roles)
+        return [float(src[3]) if len(src) > 3 else 0.0 for src in self.sources.get(scene, [])]
 
     def image_files(self) -> list[str]:
         """Every image file of the date (multi-band scenes and band files), scene by scene."""
@@ -133,6 +142,7 @@ def open_config_date(label: str, imagery: dict, *, quarter: str, prev_quarter: s
                      date_pattern=imagery.get("date_pattern", ""))
     date.mask_values = list(imagery.get("cloud_mask_values") or [])
     date.mask_bits = list(imagery.get("cloud_mask_bits") or [])
+    date.dn_offset = float(imagery.get("dn_offset", 0.0))
     return date
 
 
@@ -160,7 +170,7 @@ def open_date(label: str, pattern: str, roles_config: list[str], *, quarter: str
         keys = [g[roles[0]] for g in groups]
         named = filled.replace(BAND, band_files.get(roles[0], "")) if SCENE in filled else None
         date_masks, own = split_masks(keys, scene_names(named, keys) if named else None)
-        scenes = [[(r, g[r], 1, None) for r in roles] for g in groups]
+        scenes = [[(r, g[r], 1, None, 0.0) for r in roles] for g in groups]
         return _open_scenes(label, scenes, roles, date_override=date_override,
                             nodata_override=nodata_override, cloud_masks=date_masks,
                             scene_masks=own, date_pattern=rx, prefer_name=bool(date_pattern))
@@ -194,7 +204,7 @@ def open_files(label: str, files: list[str], roles_config: list[str], *, date_ov
     """
     indexes = [i + 1 for i, r in enumerate(roles_config) if r != "-"]
     roles = [r for r in roles_config if r != "-"]
-    scenes = [[(r, f, i, None) for r, i in zip(roles, indexes)] for f in files]
+    scenes = [[(r, f, i, None, 0.0) for r, i in zip(roles, indexes)] for f in files]
     date = _open_scenes(label, scenes, roles, date_override=date_override, nodata_override=nodata_override,
                         cloud_masks=cloud_masks or [], scene_masks=scene_masks or {},
                         date_pattern=compile_date_pattern(date_pattern),
@@ -223,7 +233,7 @@ def _open_scenes(label, scenes, roles, *, date_override, nodata_override, cloud_
     """Open every file once: readable, has a CRS and the bands; nodata and date per scene."""
     info: dict[str, dict] = {}
     for scene in scenes:
-        for role, path, band, _ in scene:
+        for role, path, band, *_ in scene:
             if path not in info:
                 info[path] = _inspect(path, date_pattern, prefer_name)
             if band > info[path]["count"]:
@@ -245,8 +255,8 @@ def _open_scenes(label, scenes, roles, *, date_override, nodata_override, cloud_
     files, nodatas, crss, dates, sources = [], [], [], [], {}
     for k, scene in enumerate(scenes):
         key = scene[0][1]
-        resolved = [[path, int(band), _nodata(nd, info[path]["nodata"], nodata_override)]
-                    for _, path, band, nd in scene]
+        resolved = [[path, int(band), _nodata(nd, info[path]["nodata"], nodata_override), add]
+                    for _, path, band, nd, add in scene]
         files.append(key)
         nodatas.append(resolved[0][2])
         crss.append(info[key]["crs"])
@@ -255,7 +265,7 @@ def _open_scenes(label, scenes, roles, *, date_override, nodata_override, cloud_
         if known_dates:
             dates.append(known_dates[k])
         else:
-            dates.append(next((info[p]["date"] for _, p, _, _ in scene if info[p]["date"]), ""))
+            dates.append(next((info[p]["date"] for _, p, *_ in scene if info[p]["date"]), ""))
     if date_override:
         date = check_iso(date_override, f"[imagery].{label}_date")
     else:

@@ -51,7 +51,8 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
     are :func:`read_clear`'s). ``decimate`` > 1 samples every n-th pixel of the grid (nearest),
     which is how the scene-wide fit sees the whole date at a bounded cost. When ``scene_valid``
     is a dict, each scene read stores its own valid mask there under ``(date.label, scene)``: where
-    it has data, clouds or not (what its footprint outlines). A scene whose files declare no
+    it has data, clouds or not (what its footprint outlines). A STAC asset's offset is added
+    to its valid pixels (``DateImagery.scene_adds``). A scene whose files declare no
     nodata has none but its zero fill: pixels that are 0 in every band (:func:`_not_zero_fill`).
     ``scenes``: indexes into ``date.files`` of the scenes to read, in mosaic order (default: those
     whose footprint meets the window); given, no footprint is consulted. ``native``: when the
@@ -70,6 +71,7 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
     for i in scenes:
         scene, nodata = date.files[i], date.nodata[i]
         reads = date.scene_reads(scene, nodata)
+        adds = date.scene_adds(scene)
         bands = None
         ok = None                                   # valid in every file of the scene
         for path, positions, indexes, nd in reads:
@@ -77,7 +79,8 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
                 with rasterio.open(path) as src:
                     if _on_grid(src, grid):
                         dtype = np.float32
-                        if native and len(scenes) == 1 and len(reads) == 1 and decimate <= 1:
+                        if (native and len(scenes) == 1 and len(reads) == 1 and decimate <= 1
+                                and not any(adds)):
                             dtype = _exact_in_float32(src, indexes, nd)
                         values, good = _read_direct(src, grid, win, indexes, nd, decimate, dtype)
                     else:
@@ -99,6 +102,9 @@ def read_date(date: DateImagery, grid: Grid, window: Window, *, resampling: str 
             ok = good if ok is None else np.logical_and(ok, good, out=ok)
         if all(nd is None for *_, nd in reads):
             ok &= _not_zero_fill(bands)
+        for pos, add in enumerate(adds):
+            if add:
+                np.add(bands[pos], np.float32(add), out=bands[pos], where=ok)
         if scene_valid is not None:
             scene_valid[(date.label, scene)] = ok.copy()
         own = date.scene_masks.get(scene)

@@ -22,11 +22,16 @@ PREVIEW_ROLES = {"visual", "overview", "thumbnail", "metadata"}
 
 @dataclass
 class StacScene:
-    """One item: per role ``(href, 1-based band, nodata or None)``, its date and id."""
+    """One item: per role ``(href, 1-based band, nodata or None, add)``, its date and id.
+
+    ``add`` (DN) puts the asset's pixels on its product's scale from zero: ``offset / scale`` of
+    its ``raster:bands`` (Sentinel-2 L2A since processing baseline 04.00: -0.1 / 0.0001 = -1000),
+    0 when it has no offset. Reflectance is then DN x scale, which ``[detect]
+    reflectance_scale`` names."""
 
     id: str
     date: str
-    sources: dict[str, tuple[str, int, float | None]]
+    sources: dict[str, tuple[str, int, float | None, float]]
 
 
 def is_stac(path: str) -> bool:
@@ -62,8 +67,8 @@ def read_item_collection(path: str, roles: list[str]) -> list[StacScene]:
                 raise InputFileError(f"{path}: item {item.id!r} has no asset with a band of common name "
                                      f"{names} for role {role!r} (add eo:bands to the asset or drop the "
                                      f"role from [imagery].bands)")
-            asset, band, nodata = found
-            sources[role] = (_local_href(asset.href, base), band, nodata)
+            asset, band, nodata, add = found
+            sources[role] = (_local_href(asset.href, base), band, nodata, add)
         scenes.append(StacScene(id=item.id, date=when.date().isoformat(), sources=sources))
     if not scenes:
         raise InputFileError(f"{path}: the ItemCollection holds no item")
@@ -83,8 +88,11 @@ def _find_asset(item, role: str):
             for i, band in enumerate(_bands(asset)):
                 if (band.get("common_name") or band.get("eo:common_name")) == name:
                     raster = asset.extra_fields.get("raster:bands") or []
-                    nodata = raster[i].get("nodata") if i < len(raster) else band.get("nodata")
-                    return asset, i + 1, (float(nodata) if nodata is not None else None)
+                    info = raster[i] if i < len(raster) else band
+                    nodata = info.get("nodata")
+                    scale, offset = float(info.get("scale") or 1.0), float(info.get("offset") or 0.0)
+                    return (asset, i + 1, (float(nodata) if nodata is not None else None),
+                            offset / scale)
     return None
 
 
