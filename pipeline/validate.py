@@ -139,13 +139,20 @@ def _check_cloud_share(date, grid) -> tuple[str, str, str]:
                           f"[imagery].cloud_mask_values or cloud_mask_bits)")
 
 
+UNITS_SCENES = 16  # scenes of a date whose units validate reads (a product's units are its own)
+
+
 def _check_reflectance(date, grid, scale: float) -> tuple[str, str, str]:
     """Whether the date's DN x [detect].reflectance_scale reads as reflectance, on every n-th
-    pixel (about 512 per side; see ``detect.detector.reflectance_warning``)."""
+    pixel (about 512 per side) of up to UNITS_SCENES scenes spread over the date's list (see
+    ``detect.detector.reflectance_warning``)."""
     step = max(1, max(grid.width, grid.height) // 512)
     what = f"imagery.{date.label} units"
+    n = len(date.files)
+    scenes = list(range(0, n, -(-n // UNITS_SCENES)))
     try:
-        data, valid = read_date(date, grid, Window(0, 0, grid.width, grid.height), decimate=step)
+        data, valid = read_date(date, grid, Window(0, 0, grid.width, grid.height), decimate=step,
+                                scenes=scenes)
     except TianyanError as exc:
         return ("ERROR", what, str(exc))
     why = reflectance_warning(data, valid, date.roles, scale)

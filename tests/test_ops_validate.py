@@ -206,3 +206,36 @@ def test_a_quarter_without_any_change_polygon_finishes_cleanly(demo, tmp_path):
     summary = (run / "summary.json").read_text(encoding="utf-8")
     assert '"polygons": 0' in summary
     assert (run / "report.html").exists()
+
+
+def test_units_are_read_from_at_most_16_scenes_of_a_date(tmp_path, monkeypatch):
+    """A province date of many scenes: validate reads the units from 16 of them, spread over the
+    list (a product's units are its own), and reads them right."""
+    from affine import Affine
+
+    from pipeline import validate
+    from tiles.grid import make_grid
+    from tiles.imagery import open_date
+
+    for k in range(40):                                      # 40 scenes side by side, 20 x 20 px
+        t = Affine(2, 0, 500000 + 40 * k, 0, -2, 2400000)
+        data = np.full((4, 20, 20), 800 + 10 * k, dtype=np.uint16)
+        with rasterio.open(tmp_path / f"s{k:02d}.tif", "w", driver="GTiff", width=20, height=20,
+                           count=4, dtype="uint16", crs="EPSG:4545", transform=t, nodata=0) as dst:
+            dst.write(data)
+    date = open_date("after", str(tmp_path / "s*.tif"), ["blue", "green", "red", "nir"],
+                     date_override="2026-08-01", quarter="2026Q3", prev_quarter="2026Q2")
+    grid = make_grid(date.image_files(), date.image_files())
+    seen = []
+    real = validate.read_date
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["scenes"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validate, "read_date", spy)
+    level, what, text = validate._check_reflectance(date, grid, 1e-4)
+    assert level == "OK" and what == "imagery.after units"
+    assert seen == [list(range(0, 40, 3))] and len(seen[0]) <= 16   # 0, 3, ..., 39
+    level, _, text = validate._check_reflectance(date, grid, 1.0)
+    assert level == "WARN" and "s00.tif" in text and "reflectance_scale" in text
