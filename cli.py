@@ -211,13 +211,13 @@ def detect(before, after, out, bands, min_area, tile_size, probability, referenc
     from tiles.errors import ConfigError
 
     options = {}
-    for item in settings:
-        key, eq, value = item.partition("=")
+    for item in settings:  # values as TOML reads them; DetectParams checks keys and types
+        key, eq, value = (part.strip() for part in item.partition("="))
         try:
-            options[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"] if eq else None
+            options[key] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
-            options[key.strip()] = None
-        if not eq or not key.strip() or options[key.strip()] is None:
+            eq = ""
+        if not (eq and key):
             raise ConfigError(f"--set {item!r}: give KEY=VALUE with a number or true/false, "
                               "e.g. --set reflectance_scale=1")
 

@@ -180,7 +180,8 @@ class ChangeModel:
     and ``sigma_irmad`` = sqrt(2 (1 - rho)); ``iterations`` over the whole sample after
     ``coarse_iterations`` on a regular subsample of it (``statistic.fit_irmad``).
     Radiometric normalisation per array band: ``after_norm = gain * after + offset`` (DN;
-    gain 1, offset 0 for skipped bands). ``noise``: no-change standard deviation of d_ndvi, d_ndwi, d_bright.
+    gain 1, offset 0 for skipped bands). ``noise``: no-change standard deviation of d_ndvi,
+    d_ndwi, d_bright.
     """
 
     bands: tuple

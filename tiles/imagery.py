@@ -39,8 +39,9 @@ class DateImagery:
     ``nodata`` and ``crs`` are per scene. ``indexes`` are the 1-based bands of each role in a
     multi-band file. ``sources`` maps a scene to ``[path, band, nodata, add]`` per role when its
     bands live in several files (``add``: DN added to the valid pixels to put them on the
-    product's scale from zero, a STAC asset's offset / scale; 0 for plain files); ``footprints`` maps a scene to the WKT polygon (processing-grid CRS)
-    outside which it has no valid data, once the plan has measured it. ``cloud_masks`` mask the
+    product's scale from zero, a STAC asset's offset / scale; 0 for plain files);
+    ``footprints`` maps a scene to the WKT polygon (processing-grid CRS) outside which it has
+    no valid data, once the plan has measured it. ``cloud_masks`` mask the
     whole date after the mosaic; ``scene_masks`` maps a scene to the masks of that scene alone
     (see :mod:`tiles.scenemasks`). A mask pixel is cloud when its value is one of
     ``mask_values``, has one of ``mask_bits`` set, or (neither given) is above 0.
